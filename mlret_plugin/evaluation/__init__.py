@@ -1,0 +1,5 @@
+"""Evaluation: runs from BM25 (Pyserini) and dense models, measured with ir_measures."""
+
+
+def register_measures() -> None:
+    """Register the plugin's measures with ir_measures (idempotent)."""

@@ -1,0 +1,1 @@
+"""One-command experiments for the research questions."""

@@ -1,0 +1,1 @@
+"""Hybrid batch training (arXiv 2408.10536)."""
