@@ -5,7 +5,6 @@ relevant candidate of a question is the sentence holding its ``answer_start``. T
 question share its source id, so a question is relevant to the answer sentence of every candidate
 language that has that id. One ``_init()`` registers every subset: the pool, each language, each pair.
 """
-from __future__ import annotations
 
 import functools
 import hashlib
@@ -124,9 +123,14 @@ def _md5(path: Path) -> str:
     return hashlib.md5(Path(path).read_bytes()).hexdigest()
 
 
+@functools.lru_cache(maxsize=1)
+def _shipped_downloads() -> dict:
+    return json.loads(pkgutil.get_data("mlret_plugin", "datasets/downloads.json"))
+
+
 def downloads_config() -> dict:
     """The source files (url, expected_md5, cache_path) per collection and language."""
-    return json.loads(pkgutil.get_data("mlret_plugin", "datasets/downloads.json"))
+    return _shipped_downloads()
 
 
 def cache_dir() -> Path:
@@ -134,17 +138,24 @@ def cache_dir() -> Path:
 
 
 class LareqaSource:
-    """One source file: fetched through ir_datasets' downloader into the cache, md5-checked, parsed once."""
+    """One source file: fetched by ir_datasets' downloader into the cache, md5-checked, parsed once.
 
-    def __init__(self, collection: str, lang: str, download: ir_datasets.util.Download, expected_md5: str):
+    The cache location and expected md5 are read at use, not at registration, so a changed
+    IR_DATASETS_HOME takes effect in a running process.
+    """
+
+    def __init__(self, collection: str, lang: str):
         self.collection, self.lang = collection, lang
-        self._download, self._expected_md5 = download, expected_md5
+
+    def _entry(self) -> dict:
+        return downloads_config()[self.collection][self.lang]
 
     def path(self) -> Path:
-        cached = Path(self._download.path(force=False))
+        download = _DownloadConfig(contents=downloads_config()).context(self.collection, cache_dir())[self.lang]
+        cached = Path(download.path(force=False))
         if not cached.exists():
             try:
-                self._download.path()
+                download.path()
             except Exception as e:  # offline, HTTP error, md5 mismatch on download
                 raise FileNotFoundError(
                     f"{self.collection}/{self.lang}: {cached} is not in the cache and could not be downloaded "
@@ -153,11 +164,14 @@ class LareqaSource:
         return cached
 
     def parsed(self) -> ParsedFile:
-        return _parse_checked(str(self.path()), self.lang, self._expected_md5)
+        path = self.path()
+        stat = path.stat()
+        return _parse_checked(str(path), stat.st_mtime_ns, stat.st_size, self.lang, self._entry()["expected_md5"])
 
 
 @functools.lru_cache(maxsize=64)
-def _parse_checked(path: str, lang: str, expected_md5: str) -> ParsedFile:
+def _parse_checked(path: str, _mtime_ns: int, _size: int, lang: str, expected_md5: str) -> ParsedFile:
+    # mtime and size are part of the cache key: a file replaced in the cache is parsed again.
     actual = _md5(Path(path))
     if actual != expected_md5:
         raise ValueError(
@@ -168,9 +182,7 @@ def _parse_checked(path: str, lang: str, expected_md5: str) -> ParsedFile:
 
 
 def _sources(collection: str) -> dict[str, LareqaSource]:
-    config = _DownloadConfig(contents=downloads_config()).context(collection, cache_dir())
-    contents = downloads_config()[collection]
-    return {lang: LareqaSource(collection, lang, config[lang], contents[lang]["expected_md5"]) for lang in COLLECTIONS[collection]}
+    return {lang: LareqaSource(collection, lang) for lang in COLLECTIONS[collection]}
 
 
 class LareqaDocs(BaseDocs):

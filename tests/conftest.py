@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lareqa_fixtures import seeded_home
+
+SHARED_LAREQA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lareqa"
+
+
+@pytest.fixture
+def lareqa_home(tmp_path, monkeypatch) -> Path:
+    """An ir_datasets home seeded with tiny generated LAReQA files (no ../shared needed)."""
+    return seeded_home(tmp_path, monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def shared_lareqa() -> Path:
+    """The real LAReQA files in ../shared; skips the test when they are absent (fresh clone)."""
+    if not (SHARED_LAREQA / "xquad-r" / "en.json").is_file():
+        pytest.skip(f"real LAReQA data not found at {SHARED_LAREQA} (CI has ../shared; a fresh clone does not)")
+    return SHARED_LAREQA
+
+
+@pytest.fixture(scope="session")
+def real_lareqa_home(shared_lareqa, tmp_path_factory) -> Path:
+    """An ir_datasets home seeded from ../shared once per session (sets IR_DATASETS_HOME for the session)."""
+    import os
+
+    from mlret_plugin.datasets.seed import seed_cache
+
+    home = tmp_path_factory.mktemp("irds-real")
+    old = os.environ.get("IR_DATASETS_HOME")
+    os.environ["IR_DATASETS_HOME"] = str(home)
+    seed_cache(shared_lareqa)
+    yield home
+    if old is None:
+        os.environ.pop("IR_DATASETS_HOME", None)
+    else:
+        os.environ["IR_DATASETS_HOME"] = old
