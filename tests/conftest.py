@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ def lareqa_home(tmp_path, monkeypatch) -> Path:
 def shared_lareqa() -> Path:
     """The real LAReQA files in ../shared; skips the test when they are absent (fresh clone)."""
     if not (SHARED_LAREQA / "xquad-r" / "en.json").is_file():
+        if os.environ.get("MLRET_REQUIRE_REALDATA") == "1":
+            pytest.fail(f"MLRET_REQUIRE_REALDATA=1 but {SHARED_LAREQA} is missing")
         pytest.skip(f"real LAReQA data not found at {SHARED_LAREQA} (CI has ../shared; a fresh clone does not)")
     return SHARED_LAREQA
 
@@ -26,8 +29,6 @@ def shared_lareqa() -> Path:
 @pytest.fixture(scope="session")
 def real_lareqa_home(shared_lareqa, tmp_path_factory) -> Path:
     """An ir_datasets home seeded from ../shared once per session (sets IR_DATASETS_HOME for the session)."""
-    import os
-
     from mlret_plugin.datasets.seed import seed_cache
 
     home = tmp_path_factory.mktemp("irds-real")
