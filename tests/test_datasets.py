@@ -227,3 +227,14 @@ def test_cli_export_qrels_in_process(lareqa_home, capsys):
 def test_documentation_shows_mlqa_licence():
     assert "CC BY-NC 4.0" in ir_datasets.load("mlqa-r/de").documentation()["desc"]
     assert "CC BY-SA 4.0" in ir_datasets.load("xquad-r").documentation()["desc"]
+
+
+def test_pyterrier_get_dataset(lareqa_home):
+    pt = pytest.importorskip("pyterrier")
+    ds = pt.get_dataset("mlret:xquad-r/de-en")
+    topics, qrels = ds.get_topics(), ds.get_qrels()
+    assert list(topics.columns) == ["qid", "query"] and len(topics) == N_QUESTIONS
+    assert set(qrels.label) == {1} and qrels.docno.str.startswith("en-").all()
+    assert (ds.get_topics_lang(), ds.get_corpus_lang()) == ("de", "en")
+    with pytest.raises(KeyError, match="xquad-r/xx"):
+        pt.get_dataset("mlret:xquad-r/xx")
