@@ -2,4 +2,7 @@
 
 
 def register_measures() -> None:
-    """Register the plugin's measures with ir_measures (idempotent)."""
+    """Register the plugin's measures with ir_measures (idempotent): ``MaxRankDist``."""
+    from mlret_plugin.evaluation.measures import register_max_rank_dist
+
+    register_max_rank_dist()
