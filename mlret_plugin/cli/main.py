@@ -12,6 +12,7 @@ import sys
 # Order here is the order in `mlret --help`.
 SUBCOMMAND_MODULES = [
     "mlret_plugin.cli.datasets",
+    "mlret_plugin.cli.evaluate",
 ]
 
 

@@ -1,0 +1,194 @@
+"""Dense retrieval with any sentence-transformers model: exact search by chunked matrix products.
+
+Each language's candidates and queries are encoded once per retriever and reused by every subset
+(mono, cross, multi), because encoding dominates the cost of a LAReQA table. Candidates are the
+sentence alone (``candidates="sentence"``) or the pair (sentence, paragraph) encoded as a tokenizer
+pair (``"context"``, LAReQA's answer input; the paragraph is truncated first when too long).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterable, Iterator, NamedTuple
+
+import numpy as np
+import torch
+
+from mlret_plugin.datasets import Subset, parse_dataset_id
+from mlret_plugin.evaluation.measures import FullDepthEvaluator, Qrels
+
+log = logging.getLogger(__name__)
+
+CANDIDATE_KINDS = ("context", "sentence")
+SCORE_CHUNK_ROWS = 128  # query rows per score chunk: 128 x 13k float32 = 6.7 MB, truncated runs stay small
+
+
+class Encoded(NamedTuple):
+    """Embeddings of one subset: rows of ``queries`` / ``docs`` follow ``query_ids`` / ``doc_ids``."""
+
+    query_ids: list[str]
+    queries: torch.Tensor
+    doc_ids: list[str]
+    docs: torch.Tensor
+
+
+def as_subset(subset: Subset | str) -> Subset:
+    return parse_dataset_id(subset) if isinstance(subset, str) else subset
+
+
+def _lang_subset(collection: str, lang: str) -> Subset:
+    # Every question of a language file has its answer in that file, so the monolingual subset holds
+    # all of the language's queries and candidates.
+    return Subset(collection, (lang,), (lang,))
+
+
+class DenseRetriever:
+    """A sentence-transformers model as a retriever over LAReQA subsets.
+
+    ``model`` is a path, a hub id (resolved by ``mlret_plugin.evaluation.models.load_model``) or an
+    in-memory ``SentenceTransformer``. ``run(subset, depth)`` returns {qid: {docid: score}} with every
+    query of the subset present; ``evaluate_full_depth`` gives exact full-ranking measures.
+    """
+
+    def __init__(
+        self,
+        model,
+        candidates: str = "context",
+        query_prompt: str | None = None,
+        passage_prompt: str | None = None,
+        batch_size: int = 32,
+        name: str | None = None,
+        show_progress_bar: bool = True,
+    ):
+        if candidates not in CANDIDATE_KINDS:
+            raise ValueError(f"candidates={candidates!r}; expected one of {CANDIDATE_KINDS}")
+        if isinstance(model, (str, Path)):
+            from mlret_plugin.evaluation.models import load_model
+
+            self.model = load_model(model)
+            default_name = Path(str(model).rstrip("/")).name
+        else:
+            self.model = model
+            default_name = _model_name(model)
+        similarity = getattr(self.model, "similarity_fn_name", "cosine") or "cosine"
+        if similarity not in ("cosine", "dot"):
+            raise ValueError(
+                f"model {default_name!r} uses similarity {similarity!r}; dense evaluation supports 'cosine' and "
+                f"'dot' (set model.similarity_fn_name if the model was trained for one of them)"
+            )
+        self.normalize = similarity == "cosine"
+        self.candidates = candidates
+        self.query_prompt = query_prompt or ""
+        self.passage_prompt = passage_prompt or ""
+        self.batch_size = batch_size
+        self.show_progress_bar = show_progress_bar
+        self.name = name or (default_name if candidates == "context" else f"{default_name}-sentence")
+        # (collection, lang) -> (ids, embeddings); one entry per language for queries and candidates.
+        self._queries: dict[tuple[str, str], tuple[list[str], torch.Tensor]] = {}
+        self._docs: dict[tuple[str, str], tuple[list[str], torch.Tensor]] = {}
+        self.encoded_texts = 0  # texts passed through the model (to show reuse in tests / benchmarks)
+
+    # --- encoding ---------------------------------------------------------------------------------------------
+    def _encode(self, inputs: list, what: str) -> torch.Tensor:
+        self.encoded_texts += len(inputs)
+        log.info("encoding %d %s with %s", len(inputs), what, self.name)
+        embeddings = self.model.encode(
+            inputs,
+            batch_size=self.batch_size,
+            convert_to_tensor=True,
+            show_progress_bar=self.show_progress_bar,
+            normalize_embeddings=self.normalize,
+        )
+        return embeddings.to(device="cpu", dtype=torch.float32)
+
+    def _lang_queries(self, collection: str, lang: str) -> tuple[list[str], torch.Tensor]:
+        key = (collection, lang)
+        if key not in self._queries:
+            queries = list(_lang_subset(collection, lang).load().queries_iter())
+            texts = [self.query_prompt + q.text for q in queries]
+            self._queries[key] = ([q.query_id for q in queries], self._encode(texts, f"{collection}/{lang} queries"))
+        return self._queries[key]
+
+    def _lang_docs(self, collection: str, lang: str) -> tuple[list[str], torch.Tensor]:
+        key = (collection, lang)
+        if key not in self._docs:
+            docs = list(_lang_subset(collection, lang).load().docs_iter())
+            if self.candidates == "context":
+                inputs = [(self.passage_prompt + d.text, d.context) for d in docs]
+            else:
+                inputs = [self.passage_prompt + d.text for d in docs]
+            self._docs[key] = ([d.doc_id for d in docs], self._encode(inputs, f"{collection}/{lang} candidates"))
+        return self._docs[key]
+
+    def encode(self, subset: Subset | str) -> Encoded:
+        """Embeddings of a subset's queries (those with a relevant candidate in it) and candidates."""
+        subset = as_subset(subset)
+        wanted = [q.query_id for q in subset.load().queries_iter()]
+        by_id: dict[str, tuple[torch.Tensor, int]] = {}
+        for lang in subset.qlangs:
+            ids, emb = self._lang_queries(subset.collection, lang)
+            by_id.update((qid, (emb, i)) for i, qid in enumerate(ids))
+        missing = [q for q in wanted if q not in by_id]
+        if missing:
+            raise KeyError(f"{subset.dataset_id}: queries {missing[:3]} are not among the encoded queries of {subset.qlangs}")
+        doc_ids: list[str] = []
+        parts = []
+        for lang in subset.dlangs:
+            ids, emb = self._lang_docs(subset.collection, lang)
+            doc_ids += ids
+            parts.append(emb)
+        docs = torch.cat(parts)
+        queries = torch.stack([by_id[q][0][by_id[q][1]] for q in wanted]) if wanted else docs.new_zeros(0, docs.shape[1])
+        return Encoded(wanted, queries, doc_ids, docs)
+
+    # --- search -------------------------------------------------------------------------------------------------
+    @staticmethod
+    def score_chunks(encoded: Encoded, rows: int = SCORE_CHUNK_ROWS) -> Iterator[tuple[list[str], np.ndarray]]:
+        """(query ids, scores [rows x docs]) chunk by chunk: the full score matrix never exists at once."""
+        docs_t = encoded.docs.T.contiguous()
+        for start in range(0, len(encoded.query_ids), rows):
+            scores = (encoded.queries[start:start + rows] @ docs_t).numpy()
+            yield encoded.query_ids[start:start + rows], scores
+
+    def run(self, subset: Subset | str, depth: int = 1000) -> dict[str, dict[str, float]]:
+        """Top ``depth`` candidates of every query of the subset (exact search)."""
+        encoded = self.encode(subset)
+        run: dict[str, dict[str, float]] = {}
+        for qids, scores in self.score_chunks(encoded):
+            _top_k_into(run, qids, scores, encoded.doc_ids, depth)
+        return run
+
+    def evaluate_full_depth(
+        self, subset: Subset | str, measures: Iterable, qrels: Qrels, run_depth: int = 0
+    ) -> tuple[FullDepthEvaluator, dict[str, dict[str, float]]]:
+        """Exact full-ranking measures for the subset, and (if run_depth > 0) the top-``run_depth`` run,
+        both from one pass over the score chunks."""
+        encoded = self.encode(subset)
+        evaluator = FullDepthEvaluator(measures, qrels, encoded.doc_ids)
+        run: dict[str, dict[str, float]] = {}
+        for qids, scores in self.score_chunks(encoded):
+            evaluator.add(qids, scores)
+            if run_depth > 0:
+                _top_k_into(run, qids, scores, encoded.doc_ids, run_depth)
+        return evaluator, run
+
+
+def _top_k_into(run: dict, qids: list[str], scores: np.ndarray, doc_ids: list[str], depth: int) -> None:
+    k = min(depth, scores.shape[1])
+    if k <= 0:
+        for qid in qids:
+            run[qid] = {}
+        return
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else np.tile(np.arange(k), (len(qids), 1))
+    for i, qid in enumerate(qids):
+        cols = top[i]
+        run[qid] = {doc_ids[c]: float(scores[i, c]) for c in cols.tolist()}
+
+
+def _model_name(model) -> str:
+    card = getattr(model, "model_card_data", None)
+    for attr in ("model_name", "base_model"):
+        value = getattr(card, attr, None) if card is not None else None
+        if value:
+            return Path(str(value)).name
+    return "dense"

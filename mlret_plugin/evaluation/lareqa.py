@@ -1,0 +1,150 @@
+"""The LAReQA table: Mono (mean over languages), Cross (mean over ordered pairs), Multi (the pool).
+
+mAP is average precision over the complete ranking of the candidates (LAReQA; arXiv 2408.10536). Dense
+systems are scored at full depth exactly (``FullDepthEvaluator``); systems that only return a ranked
+list (BM25) are scored on their top ``bm25_depth`` (documents they do not return count as not found).
+MaxRankDist is reported for the pool only: in mono / cross subsets a query has one relevant candidate.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Iterable
+
+from mlret_plugin.datasets import Subset, pool
+from mlret_plugin.datasets.subsets import check_langs
+from mlret_plugin.evaluation.measures import (
+    LAREQA_MEASURES,
+    aggregate,
+    is_max_rank_dist,
+    parse_measures,
+    per_query,
+    qrels_dict,
+    query_lang,
+)
+from mlret_plugin.evaluation.runs import run_path, write_run
+
+log = logging.getLogger(__name__)
+
+SETTINGS = ("mono", "cross", "multi")
+
+
+def lareqa_subsets(collection: str, langs: Iterable[str] | None = None) -> dict[str, list[Subset]]:
+    """The subsets of each setting over ``langs`` (all the collection's languages by default)."""
+    chosen = check_langs(collection, list(langs) if langs is not None else _all_langs(collection))
+    return {
+        "mono": [Subset(collection, (lang,), (lang,)) for lang in chosen],
+        "cross": [Subset(collection, (q,), (d,)) for q in chosen for d in chosen if q != d],
+        "multi": [pool(collection, chosen)],
+    }
+
+
+def _all_langs(collection: str) -> tuple[str, ...]:
+    from mlret_plugin.datasets import COLLECTIONS
+
+    if collection not in COLLECTIONS:
+        raise ValueError(f"unknown collection {collection!r}; expected one of {sorted(COLLECTIONS)}")
+    return COLLECTIONS[collection]
+
+
+def evaluate_subset(
+    retriever, subset: Subset, measures: list, qrels: dict, run_depth: int, bm25_depth: int
+) -> tuple[dict, dict]:
+    """Per-query values of ``measures`` for one retriever on one subset, and its top-``run_depth`` run."""
+    if hasattr(retriever, "evaluate_full_depth"):
+        evaluator, run = retriever.evaluate_full_depth(subset, measures, qrels, run_depth=run_depth)
+        return evaluator.per_query(), run
+    run = retriever.run(subset, depth=max(bm25_depth, run_depth))
+    values = per_query(measures, qrels, run)
+    top = {q: dict(sorted(docs.items(), key=lambda x: (x[1], x[0]), reverse=True)[:run_depth]) for q, docs in run.items()}
+    return values, top
+
+
+def _rows(system: str, subset: Subset, values: dict, breakdown: str) -> list[dict]:
+    rows = []
+    for measure, per_q in values.items():
+        row = {
+            "dataset": subset.dataset_id, "system": system, "measure": str(measure),
+            "value": aggregate(measure, per_q), "setting": subset.setting, "breakdown": breakdown,
+            "qlang": subset.qlangs[0] if len(subset.qlangs) == 1 else "all",
+            "dlang": subset.dlangs[0] if len(subset.dlangs) == 1 else "all",
+            "queries": len(per_q),
+        }
+        rows.append(row)
+        if subset.setting == "multi":  # the pool broken down by query language
+            by_lang: dict[str, dict[str, float]] = {}
+            for qid, value in per_q.items():
+                by_lang.setdefault(query_lang(qid), {})[qid] = value
+            for lang, lang_values in by_lang.items():
+                rows.append({**row, "value": aggregate(measure, lang_values), "breakdown": "query_lang",
+                             "qlang": lang, "queries": len(lang_values)})
+    return rows
+
+
+def summary_rows(rows: list[dict], collection_label: str) -> list[dict]:
+    """Mono = mean over languages, Cross = mean over ordered pairs, Multi = the pool value."""
+    out = []
+    keys = sorted({(r["system"], r["setting"], r["measure"]) for r in rows if r["breakdown"] in ("language", "pair", "pool")})
+    for system, setting, measure in keys:
+        detail = [r for r in rows if (r["system"], r["setting"], r["measure"]) == (system, setting, measure)
+                  and r["breakdown"] in ("language", "pair", "pool")]
+        value = sum(r["value"] for r in detail) / len(detail)
+        out.append({"dataset": collection_label, "system": system, "measure": measure, "value": value,
+                    "setting": setting, "breakdown": "summary", "qlang": "all", "dlang": "all",
+                    "subsets": len(detail)})
+    return out
+
+
+def run_lareqa(
+    collection: str,
+    retrievers: list,
+    langs: Iterable[str] | None = None,
+    out_dir: str | Path | None = None,
+    measures: Iterable[str] = LAREQA_MEASURES,
+    settings: Iterable[str] = SETTINGS,
+    run_depth: int = 10,
+    bm25_depth: int = 1000,
+    progress: bool = True,
+) -> list[dict]:
+    """Evaluate retrievers (``.name``, ``.run(subset, depth)``; dense ones also ``evaluate_full_depth``)
+    on the LAReQA settings. Returns result rows (summary rows first); writes results.jsonl, runs,
+    report.md and heatmaps when ``out_dir`` is given."""
+    subsets = lareqa_subsets(collection, langs)
+    chosen = subsets["multi"][0].qlangs
+    unknown = [s for s in settings if s not in SETTINGS]
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown}; expected some of {SETTINGS}")
+    names = [r.name for r in retrievers]
+    if len(set(names)) != len(names):
+        raise ValueError(f"retriever names must be unique (they name run files and rows): {names}")
+    parsed = parse_measures(measures)
+    pair_measures = [m for m in parsed if not is_max_rank_dist(m)]
+    label = subsets["multi"][0].dataset_id
+    rows: list[dict] = []
+    timings: dict[str, float] = {}
+    work = [(s, subset) for s in SETTINGS if s in settings for subset in subsets[s]]
+    for retriever in retrievers:
+        start = time.perf_counter()
+        for i, (setting, subset) in enumerate(work, start=1):
+            if progress:
+                print(f"[{retriever.name}] {i}/{len(work)} {subset.dataset_id}", file=sys.stderr, flush=True)
+            qrels = qrels_dict(subset.load().qrels_iter())
+            chosen_measures = parsed if setting == "multi" else pair_measures
+            values, run = evaluate_subset(retriever, subset, chosen_measures, qrels, run_depth, bm25_depth)
+            breakdown = {"mono": "language", "cross": "pair", "multi": "pool"}[setting]
+            rows += _rows(retriever.name, subset, values, breakdown)
+            if out_dir is not None and run_depth > 0:
+                write_run(run, run_path(out_dir, retriever.name, subset.dataset_id), tag=_tag(retriever.name))
+        timings[retriever.name] = time.perf_counter() - start
+    result = summary_rows(rows, label) + rows
+    if out_dir is not None:
+        from mlret_plugin.evaluation.report import write_lareqa_outputs
+
+        write_lareqa_outputs(result, Path(out_dir), collection=collection, langs=chosen, timings=timings)
+    return result
+
+
+def _tag(name: str) -> str:
+    return "".join(c if not c.isspace() else "_" for c in name) or "run"

@@ -1,0 +1,182 @@
+"""Outputs of an evaluation: results.jsonl, report.md (markdown tables), PNG heatmaps (matplotlib Agg)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+SETTING_TITLES = {"mono": "Mono", "cross": "Cross", "multi": "Multi"}
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_results_jsonl(rows: Iterable[dict], path: Path) -> Path:
+    return atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def read_results_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _fmt(value: float, measure: str) -> str:
+    if value != value:
+        return "n/a"
+    return f"{value:.1f}" if measure == "MaxRankDist" else f"{value:.4f}"
+
+
+def _table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _systems(rows: list[dict]) -> list[str]:
+    return list(dict.fromkeys(r["system"] for r in rows))
+
+
+def _measures(rows: list[dict]) -> list[str]:
+    return list(dict.fromkeys(r["measure"] for r in rows))
+
+
+def lareqa_summary_table(rows: list[dict]) -> str:
+    """One line per system: Mono / Cross / Multi x measures (MaxRankDist for Multi only)."""
+    summary = [r for r in rows if r["breakdown"] == "summary"]
+    columns = [(s, m) for s in ("mono", "cross", "multi") for m in _measures(summary)
+               if any(r["setting"] == s and r["measure"] == m for r in summary)]
+    header = ["system"] + [f"{SETTING_TITLES[s]} {'mAP' if m == 'AP' else m}" for s, m in columns]
+    body = []
+    for system in _systems(summary):
+        values = {(r["setting"], r["measure"]): r["value"] for r in summary if r["system"] == system}
+        body.append([system] + [_fmt(values[c], c[1]) if c in values else "" for c in columns])
+    return _table(header, body)
+
+
+def _language_table(rows: list[dict], system: str) -> str:
+    mono = [r for r in rows if r["system"] == system and r["breakdown"] == "language"]
+    pool = [r for r in rows if r["system"] == system and r["breakdown"] == "query_lang"]
+    langs = list(dict.fromkeys(r["qlang"] for r in mono + pool))
+    columns = [("language", m) for m in _measures(mono)] + [("query_lang", m) for m in _measures(pool)]
+    header = ["lang"] + [f"{'Mono' if b == 'language' else 'Multi'} {'mAP' if m == 'AP' else m}" for b, m in columns]
+    body = []
+    for lang in langs:
+        values = {(r["breakdown"], r["measure"]): r["value"] for r in mono + pool if r["qlang"] == lang}
+        body.append([lang] + [_fmt(values[c], c[1]) if c in values else "" for c in columns])
+    return _table(header, body)
+
+
+def cross_matrix(rows: list[dict], system: str, measure: str = "AP") -> tuple[list[str], list[list[float]]]:
+    """(langs, matrix[q][d]) from mono (diagonal) and cross (off-diagonal) rows; NaN where missing."""
+    cells = {(r["qlang"], r["dlang"]): r["value"] for r in rows
+             if r["system"] == system and r["measure"] == measure and r["breakdown"] in ("language", "pair")}
+    langs = list(dict.fromkeys(q for q, _ in cells))
+    return langs, [[cells.get((q, d), float("nan")) for d in langs] for q in langs]
+
+
+def _matrix_table(rows: list[dict], system: str, measure: str = "AP") -> str:
+    langs, matrix = cross_matrix(rows, system, measure)
+    body = [[q] + [_fmt(v, measure) for v in line] for q, line in zip(langs, matrix)]
+    return _table(["q \\ d"] + langs, body)
+
+
+def heatmap(rows: list[dict], system: str, path: Path, measure: str = "AP") -> Path | None:
+    """PNG heatmap of the cross-lingual matrix (query language x candidate language)."""
+    langs, matrix = cross_matrix(rows, system, measure)
+    if len(langs) < 2:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    data = np.array(matrix, dtype=float)
+    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(langs), 0.8 + 0.55 * len(langs)))
+    image = ax.imshow(data, cmap="viridis", vmin=0, vmax=max(1e-9, np.nanmax(data)))
+    ax.set_xticks(range(len(langs)), langs)
+    ax.set_yticks(range(len(langs)), langs)
+    ax.set_xlabel("candidate language")
+    ax.set_ylabel("query language")
+    ax.set_title(f"{system}: {'mAP' if measure == 'AP' else measure}", fontsize=9)
+    if len(langs) <= 12:
+        for i in range(len(langs)):
+            for j in range(len(langs)):
+                if data[i, j] == data[i, j]:
+                    ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                            color="white" if data[i, j] < 0.6 * np.nanmax(data) else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def lareqa_markdown(rows: list[dict], collection: str, langs: Iterable[str], timings: dict | None = None,
+                    heatmaps: dict | None = None) -> str:
+    parts = [
+        f"# LAReQA evaluation: {collection} ({', '.join(langs)})", "",
+        "mAP: average precision over the complete ranking (dense: exact full depth; BM25: its returned list). "
+        "Mono = mean over languages, Cross = mean over ordered pairs, Multi = the pool. MaxRankDist: "
+        "pool only, mean per query language then over languages; lower is better.", "",
+        lareqa_summary_table(rows), "",
+    ]
+    if timings:
+        parts += ["Wall time: " + ", ".join(f"{s} {t:.1f} s" for s, t in timings.items()), ""]
+    for system in _systems(rows):
+        parts += [f"## {system}", "", "### Per language", "", _language_table(rows, system), ""]
+        if any(r["breakdown"] == "pair" and r["system"] == system for r in rows):
+            parts += ["### mAP by query language (rows) x candidate language (columns)", "",
+                      _matrix_table(rows, system), ""]
+        if heatmaps and heatmaps.get(system):
+            parts += [f"![{system} cross-lingual mAP]({heatmaps[system]})", ""]
+    return "\n".join(parts)
+
+
+def write_lareqa_outputs(rows: list[dict], out_dir: Path, collection: str, langs: Iterable[str],
+                         timings: dict | None = None) -> dict[str, Path]:
+    from mlret_plugin.evaluation.runs import safe_name
+
+    out_dir = Path(out_dir)
+    written = {"results": write_results_jsonl(rows, out_dir / "results.jsonl")}
+    heatmaps = {}
+    for system in _systems(rows):
+        png = heatmap(rows, system, out_dir / f"heatmap.{safe_name(system)}.png")
+        if png is not None:
+            heatmaps[system] = png.name
+            written[f"heatmap:{system}"] = png
+    written["report"] = atomic_write_text(out_dir / "report.md", lareqa_markdown(rows, collection, langs, timings, heatmaps))
+    return written
+
+
+def evaluate_table(rows: list[dict]) -> str:
+    """`mlret evaluate`: one line per (dataset, system), one column per measure."""
+    measures = _measures(rows)
+    keys = list(dict.fromkeys((r["dataset"], r["system"]) for r in rows))
+    body = []
+    for dataset, system in keys:
+        values = {r["measure"]: r["value"] for r in rows if (r["dataset"], r["system"]) == (dataset, system)}
+        body.append([dataset, system] + [_fmt(values[m], m) if m in values else "" for m in measures])
+    return _table(["dataset", "system"] + measures, body)
+
+
+def write_evaluate_outputs(rows: list[dict], out_dir: Path) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    return {
+        "results": write_results_jsonl(rows, out_dir / "results.jsonl"),
+        "report": atomic_write_text(out_dir / "report.md", "# Evaluation\n\n" + evaluate_table(rows) + "\n"),
+    }
