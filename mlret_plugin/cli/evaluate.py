@@ -66,39 +66,51 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 # --- building systems (fail fast) ------------------------------------------------------------------------------
 
-def build_systems(args: argparse.Namespace, default_if_none: bool = False) -> list:
-    from mlret_plugin.evaluation.models import DEFAULT_ALIAS, loud, resolve_model_spec
+def _bm25(k1: float, b: float):
+    try:
+        from mlret_plugin.evaluation.bm25 import BM25Retriever
+    except ImportError as e:
+        raise RuntimeError(f"--bm25: the BM25 module could not be imported ({e})") from e
+    return BM25Retriever(k1=k1, b=b)
 
-    specs = list(args.model) or ([DEFAULT_ALIAS] if default_if_none and not args.bm25 else [])
+
+def system_name(spec: str, path: str) -> str:
+    """A short name for a model: the offline package's model name, a folder's name, a hub id's last part."""
+    from mlret_plugin.offline import offline_minilm_path
+
+    offline = offline_minilm_path()
+    if offline is not None and Path(path).resolve() == offline.resolve():
+        return "all-MiniLM-L6-v2-offline"
+    return Path(str(path).rstrip("/")).name
+
+
+def build_systems(args: argparse.Namespace, default_if_none: bool = False) -> list:
+    """Retrievers from --bm25 / --model; models are resolved and loaded here, before any long work."""
+    from mlret_plugin.evaluation import models
+
+    specs = list(args.model) or ([models.DEFAULT_ALIAS] if default_if_none and not args.bm25 else [])
     use_bm25 = args.bm25
     resolved = []
     for spec in specs:
-        path = resolve_model_spec(spec)
+        path = models.resolve_model_spec(spec)
         if path is None:  # default model unavailable and no offline package: BM25 only (announced loudly)
             use_bm25 = True
             continue
         resolved.append((spec, path))
     if not resolved and not use_bm25 and not getattr(args, "run", None):
         raise ValueError("nothing to evaluate: give --bm25 and/or --model M (or --run FILE for `mlret evaluate`)")
-    systems = []
-    if use_bm25:
-        try:
-            from mlret_plugin.evaluation.bm25 import BM25Retriever
-        except ImportError as e:
-            raise RuntimeError(f"--bm25: the BM25 module could not be imported ({e})") from e
-        systems.append(BM25Retriever(k1=args.bm25_k1, b=args.bm25_b))
+    systems = [_bm25(args.bm25_k1, args.bm25_b)] if use_bm25 else []
+    if not resolved:
+        return systems
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from mlret_plugin.evaluation.dense import DenseRetriever
-    from mlret_plugin.evaluation.models import load_model
 
-    names = set()
+    names: set[str] = set()
     for spec, path in resolved:
-        model = load_model(path)
-        name = Path(str(path).rstrip("/")).name if Path(path).is_dir() else str(path).split("/")[-1]
-        if spec == "default" and "minilm-l6" in name.lower():
-            loud(f"the 'default' model is the OFFLINE ENGLISH fallback {name} (see above)")
+        model = models.load_model(path)
+        name = system_name(spec, path)
         if name in names:
-            name = f"{name}-{len(names)}"
+            name = f"{name}-{len(names) + 1}"
         names.add(name)
         systems.append(DenseRetriever(model, candidates=args.candidates, query_prompt=args.query_prompt,
                                       passage_prompt=args.passage_prompt, batch_size=args.batch_size,

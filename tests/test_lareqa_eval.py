@@ -1,0 +1,108 @@
+"""run_lareqa: Mono / Cross / Multi rows and their breakdowns, files only with out_dir, any retriever."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mlret_plugin.datasets import pool
+from mlret_plugin.evaluation.dense import DenseRetriever
+from mlret_plugin.evaluation.lareqa import run_lareqa
+from mlret_plugin.evaluation.measures import parse_measures, per_query, qrels_dict
+from tiny_models import tiny_sentence_transformer
+
+
+class FixedRun:
+    """A retriever that only ranks (like BM25): every query gets its first relevant doc, except one with no hit."""
+
+    name = "fixed"
+
+    def __init__(self, no_hit_query: str):
+        self.no_hit_query = no_hit_query
+
+    def run(self, subset, depth=1000):
+        dataset = subset.load()
+        qrels = qrels_dict(dataset.qrels_iter())
+        docs = [d.doc_id for d in dataset.docs_iter()]
+        run = {}
+        for qid, judged in qrels.items():
+            relevant = sorted(judged)
+            others = [d for d in docs if d not in judged][:2]
+            run[qid] = {} if qid == self.no_hit_query else {others[0]: 3.0, relevant[0]: 2.0, others[1]: 1.0}
+        return run
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_sentence_transformer("bert", tmp_path_factory.mktemp("tiny"))
+
+
+def test_rows_summaries_and_breakdowns(lareqa_home, tiny):
+    dense = DenseRetriever(tiny, show_progress_bar=False, name="tiny")
+    no_hit = next(iter(pool("xquad-r", ["de"]).load().queries_iter())).query_id
+    rows = run_lareqa("xquad-r", [dense, FixedRun(no_hit)], langs=["en", "de", "es"], progress=False)
+    for system in ("tiny", "fixed"):
+        mine = [r for r in rows if r["system"] == system]
+        langs = {r["qlang"] for r in mine if r["breakdown"] == "language"}
+        pairs = {(r["qlang"], r["dlang"]) for r in mine if r["breakdown"] == "pair"}
+        assert langs == {"en", "de", "es"} and len(pairs) == 6
+        assert {r["dataset"] for r in mine if r["breakdown"] == "pool"} == {"xquad-r[de,en,es]"}
+        for setting, breakdown in (("mono", "language"), ("cross", "pair"), ("multi", "pool")):
+            for measure in ("AP", "R@1", "R@10"):
+                detail = [r["value"] for r in mine if r["breakdown"] == breakdown and r["measure"] == measure]
+                summary = [r for r in mine if r["breakdown"] == "summary" and r["setting"] == setting and r["measure"] == measure]
+                assert len(summary) == 1 and summary[0]["value"] == pytest.approx(sum(detail) / len(detail))
+        # MaxRankDist only for the pool (one relevant candidate per query elsewhere), with a per-language breakdown
+        mrd = [r for r in mine if r["measure"] == "MaxRankDist"]
+        assert {r["setting"] for r in mrd} == {"multi"}
+        assert {r["qlang"] for r in mrd if r["breakdown"] == "query_lang"} == {"en", "de", "es"}
+    # The ranking-only retriever: AP of the first relevant at rank 2 over 3 relevant = 1/6 in the pool, 1/2 in
+    # mono / cross; the query with no hit counts 0 and is not dropped.
+    fixed = {(r["breakdown"], r["qlang"], r["dlang"], r["measure"]): r for r in rows if r["system"] == "fixed"}
+    assert fixed[("language", "en", "en", "AP")]["value"] == pytest.approx(0.5)
+    de = fixed[("language", "de", "de", "AP")]
+    assert de["value"] == pytest.approx(0.5 * (de["queries"] - 1) / de["queries"])
+    assert fixed[("query_lang", "en", "all", "AP")]["value"] == pytest.approx(1 / 6)
+
+
+def test_pool_values_match_ir_measures_on_the_complete_ranking(lareqa_home, tiny):
+    dense = DenseRetriever(tiny, show_progress_bar=False, name="tiny")
+    rows = run_lareqa("xquad-r", [dense], langs=["en", "zh"], settings=["multi"], progress=False)
+    subset = pool("xquad-r", ["en", "zh"])
+    dataset = subset.load()
+    qrels = qrels_dict(dataset.qrels_iter())
+    values = per_query(parse_measures(["AP", "R@10"]), qrels, dense.run(subset, depth=dataset.docs_count()))
+    for measure, per_q in values.items():
+        row = next(r for r in rows if r["breakdown"] == "pool" and r["measure"] == str(measure))
+        assert row["value"] == pytest.approx(sum(per_q.values()) / len(per_q), abs=1e-12)
+
+
+def test_files_only_with_out_dir(lareqa_home, tiny, tmp_path, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    dense = DenseRetriever(tiny, show_progress_bar=False, name="tiny")
+    run_lareqa("xquad-r", [dense], langs=["en", "de"], progress=False)
+    assert list(cwd.iterdir()) == []
+    out = tmp_path / "out"
+    rows = run_lareqa("xquad-r", [dense], langs=["en", "de"], out_dir=out, progress=False, run_depth=3)
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert [json.loads(line) for line in lines] == rows
+    assert all({"dataset", "system", "measure", "value", "setting"} <= set(json.loads(line)) for line in lines)
+    assert sorted(p.name for p in (out / "runs").iterdir()) == [
+        "xquad-r_de+en.tiny.trec", "xquad-r_de-en.tiny.trec", "xquad-r_de.tiny.trec",
+        "xquad-r_en-de.tiny.trec", "xquad-r_en.tiny.trec",
+    ]
+    assert (out / "heatmap.tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "report.md").read_text()
+    assert "Mono mAP" in report and "Multi MaxRankDist" in report and "heatmap.tiny.png" in report
+
+
+def test_bad_arguments(lareqa_home, tiny):
+    dense = DenseRetriever(tiny, show_progress_bar=False, name="x")
+    with pytest.raises(ValueError, match="no language"):
+        run_lareqa("xquad-r", [dense], langs=["en", "xx"], progress=False)
+    with pytest.raises(ValueError, match="unique"):
+        run_lareqa("xquad-r", [dense, dense], langs=["en"], progress=False)
+    with pytest.raises(ValueError, match="setting"):
+        run_lareqa("xquad-r", [dense], langs=["en"], settings=["bilingual"], progress=False)
