@@ -1,0 +1,220 @@
+"""Experiment outputs: results.jsonl, report.md tables and PNG plots (matplotlib, Agg backend).
+
+Attention rows are ``run_lareqa`` rows plus ``variant``, ``noise``, ``pool_size``; ``add_degradation``
+gives every non-dense row ``dense_value``, ``delta = value - dense_value`` and ``relative = delta /
+dense_value`` against the dense row of the same cell coordinates (noise, pool, setting, language,
+measure). For AP / R@k a negative delta is a loss; for MaxRankDist (lower is better) a positive one.
+Ratio rows carry ``model``, ``layers``, ``params``, ``alpha``, ``steps`` instead.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from mlret_plugin.evaluation.report import atomic_write_text, write_results_jsonl
+
+SETTINGS = ("mono", "cross", "multi")
+_MATCH = ("noise", "pool_size", "dataset", "setting", "measure", "breakdown", "qlang", "dlang")
+
+
+def add_degradation(rows: list[dict]) -> list[dict]:
+    """Rows with ``dense_value`` / ``delta`` / ``relative`` filled in for every non-dense variant."""
+    dense = {tuple(r.get(k) for k in _MATCH): r["value"] for r in rows if r["variant"] == "dense"}
+    out = []
+    for r in rows:
+        r = dict(r)
+        ref = dense.get(tuple(r.get(k) for k in _MATCH))
+        if r["variant"] != "dense" and ref is not None:
+            r["dense_value"] = ref
+            r["delta"] = r["value"] - ref
+            r["relative"] = (r["value"] - ref) / ref if ref else None
+        out.append(r)
+    return out
+
+
+def _fmt(x, digits: int = 4) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:+.1f}%"
+
+
+def _table(header: list[str], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def _summary(rows: list[dict]) -> dict[tuple, dict]:
+    """(variant, noise, pool_size, setting, measure) -> summary row."""
+    return {(r["variant"], r["noise"], r["pool_size"], r["setting"], r["measure"]): r
+            for r in rows if r.get("breakdown") == "summary"}
+
+
+def attention_tables(rows: list[dict], measure: str = "AP") -> str:
+    summary = _summary(rows)
+    variants = list(dict.fromkeys(r["variant"] for r in rows))
+    noises = sorted({r["noise"] for r in rows})
+    pools = sorted({r["pool_size"] for r in rows})
+    header = ["variant", "noise", "pool"] + [f"{s.capitalize()} {measure}" for s in SETTINGS] + ["MaxRankDist"] + \
+             [f"Δ{s.capitalize()} (abs / rel)" for s in SETTINGS] + ["ΔMaxRankDist"]
+    body = []
+    for v in variants:
+        for n in noises:
+            for p in pools:
+                cells = [summary.get((v, n, p, s, measure)) for s in SETTINGS]
+                mrd = summary.get((v, n, p, "multi", "MaxRankDist"))
+                if not any(cells):
+                    continue
+                line = [v, _fmt(n, 2), str(p)] + [_fmt(c["value"]) if c else "-" for c in cells]
+                line.append(_fmt(mrd["value"], 2) if mrd else "-")
+                for c in cells:
+                    line.append(f"{_fmt(c['delta'])} / {_pct(c.get('relative'))}" if c and "delta" in c else "-")
+                line.append(_fmt(mrd["delta"], 2) if mrd and "delta" in mrd else "-")
+                body.append(line)
+    return _table(header, body)
+
+
+def per_language_table(rows: list[dict], measure: str = "AP") -> str:
+    """Mono AP per language and Multi AP per query language, with Δ vs dense, at the largest pool."""
+    pool = max(r["pool_size"] for r in rows)
+    picked = [r for r in rows if r["pool_size"] == pool and r["measure"] == measure
+              and r.get("breakdown") in ("language", "query_lang")]
+    langs = sorted({r["qlang"] for r in picked})
+    header = ["variant", "noise", "setting"] + langs
+    body = []
+    keyed = {(r["variant"], r["noise"], r["setting"], r["qlang"]): r for r in picked}
+    for v in dict.fromkeys(r["variant"] for r in picked):
+        for n in sorted({r["noise"] for r in picked}):
+            for setting in ("mono", "multi"):
+                line = [v, _fmt(n, 2), setting]
+                for lang in langs:
+                    r = keyed.get((v, n, setting, lang))
+                    if r is None:
+                        line.append("-")
+                    elif "delta" in r:
+                        line.append(f"{r['value']:.3f} ({r['delta']:+.3f})")
+                    else:
+                        line.append(f"{r['value']:.3f}")
+                body.append(line)
+    return f"Pool of {pool} languages; cells: {measure} (Δ vs dense).\n\n" + _table(header, body)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_vs(rows: list[dict], x: str, fixed: str, path: Path, measure: str = "AP") -> Path | None:
+    """Δ``measure`` vs dense against ``x`` ('noise' or 'pool_size'), one line per variant and value of
+    ``fixed`` (the other axis), one panel per setting."""
+    summary = [r for r in rows if r.get("breakdown") == "summary" and r["measure"] == measure and "delta" in r]
+    if not summary:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), sharey=True)
+    for ax, setting in zip(axes, SETTINGS):
+        lines: dict[tuple, list[tuple[float, float]]] = {}
+        for r in summary:
+            if r["setting"] == setting:
+                lines.setdefault((r["variant"], r[fixed]), []).append((r[x], r["delta"]))
+        for (variant, f), points in sorted(lines.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+            points.sort()
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
+                    label=f"{variant} ({'noise' if fixed == 'noise' else 'pool'} {f:g})")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_title(f"{setting.capitalize()}")
+        ax.set_xlabel("noise level (distractor / original tokens)" if x == "noise" else "pool size (languages)")
+    axes[0].set_ylabel(f"Δ{measure} vs dense")
+    axes[-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def write_attention_outputs(rows: list[dict], out_dir: Path, header: str) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    paths = {"results": write_results_jsonl(rows, out_dir / "results.jsonl")}
+    for x, fixed in (("noise", "pool_size"), ("pool_size", "noise")):
+        p = plot_vs(rows, x, fixed, out_dir / f"degradation_vs_{'noise' if x == 'noise' else 'pool_size'}.png")
+        if p is not None:
+            paths[p.stem] = p
+    plots = "".join(f"![{p.stem}]({p.name})\n\n" for k, p in paths.items() if k != "results")
+    text = (f"{header}\n\n## Summary (mAP over the full ranking; Δ vs dense at the same noise and pool)\n\n"
+            f"{attention_tables(rows)}\n\n## Per language\n\n{per_language_table(rows)}\n\n{plots}")
+    paths["report"] = atomic_write_text(out_dir / "report.md", text)
+    return paths
+
+
+# --- ratio ----------------------------------------------------------------------------------------------------
+
+def ratio_table(rows: list[dict], measure: str = "AP") -> str:
+    summary = {(r["model"], r["alpha"], r["setting"], r["measure"]): r for r in rows if r.get("breakdown") == "summary"}
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    params = {r["model"]: r.get("params") for r in rows}
+    alphas = sorted({r["alpha"] for r in rows}, key=lambda a: (a is not None, a if a is not None else -1))
+    header = ["model", "params", "alpha"] + [f"{s.capitalize()} {measure}" for s in SETTINGS] + ["MaxRankDist"]
+    body = []
+    for m in models:
+        for a in alphas:
+            cells = [summary.get((m, a, s, measure)) for s in SETTINGS]
+            if not any(cells):
+                continue
+            mrd = summary.get((m, a, "multi", "MaxRankDist"))
+            body.append([m, f"{params[m] / 1e6:.1f}M" if params.get(m) else "-", "untrained" if a is None else _fmt(a, 2)]
+                        + [_fmt(c["value"]) if c else "-" for c in cells] + [_fmt(mrd["value"], 2) if mrd else "-"])
+    return _table(header, body)
+
+
+def plot_ratio(rows: list[dict], path: Path, measure: str = "AP") -> Path | None:
+    summary = [r for r in rows if r.get("breakdown") == "summary" and r["measure"] == measure and r.get("alpha") is not None]
+    if not summary:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for ax, setting in zip(axes, SETTINGS):
+        lines: dict[str, list[tuple[float, float]]] = {}
+        for r in summary:
+            if r["setting"] == setting:
+                lines.setdefault(r["model"], []).append((r["alpha"], r["value"]))
+        for model, points in lines.items():
+            points.sort()
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=model)
+        ax.set_title(setting.capitalize())
+        ax.set_xlabel("alpha (share of monolingual X-X batches)")
+    axes[0].set_ylabel(f"m{measure}")
+    axes[-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def write_ratio_outputs(rows: list[dict], out_dir: Path, header: str) -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    paths = {"results": write_results_jsonl(rows, out_dir / "results.jsonl")}
+    p = plot_ratio(rows, out_dir / "map_vs_alpha.png")
+    if p is not None:
+        paths["map_vs_alpha"] = p
+    plots = f"![map_vs_alpha]({p.name})\n" if p is not None else ""
+    text = f"{header}\n\n## mAP over the full ranking by model size and alpha\n\n{ratio_table(rows)}\n\n{plots}"
+    paths["report"] = atomic_write_text(out_dir / "report.md", text)
+    return paths
+
+
+def rows_of(cells: Iterable[dict]) -> list[dict]:
+    return [row for cell in cells for row in cell["rows"]]
