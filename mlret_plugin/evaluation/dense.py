@@ -47,7 +47,8 @@ class DenseRetriever:
 
     ``model`` is a path, a hub id (resolved by ``mlret_plugin.evaluation.models.load_model``) or an
     in-memory ``SentenceTransformer``. ``run(subset, depth)`` returns {qid: {docid: score}} with every
-    query of the subset present; ``evaluate_full_depth`` gives exact full-ranking measures.
+    query of the subset present; ``evaluate_full_depth`` gives exact full-ranking measures. Embeddings
+    are cached per language for the retriever's lifetime: ``clear_cache()`` after changing the model.
     """
 
     def __init__(
@@ -87,6 +88,11 @@ class DenseRetriever:
         self._queries: dict[tuple[str, str], tuple[list[str], torch.Tensor]] = {}
         self._docs: dict[tuple[str, str], tuple[list[str], torch.Tensor]] = {}
         self.encoded_texts = 0  # texts passed through the model (to show reuse in tests / benchmarks)
+
+    def clear_cache(self) -> None:
+        """Forget cached embeddings (call after the model's weights change, e.g. between training epochs)."""
+        self._queries.clear()
+        self._docs.clear()
 
     # --- encoding ---------------------------------------------------------------------------------------------
     def _encode(self, inputs: list, what: str) -> torch.Tensor:

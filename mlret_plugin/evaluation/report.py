@@ -132,7 +132,8 @@ def lareqa_markdown(rows: list[dict], collection: str, langs: Iterable[str], tim
         f"# LAReQA evaluation: {collection} ({', '.join(langs)})", "",
         "mAP: average precision over the complete ranking (dense: exact full depth; BM25: its returned list). "
         "Mono = mean over languages, Cross = mean over ordered pairs, Multi = the pool. MaxRankDist: "
-        "pool only, mean per query language then over languages; lower is better.", "",
+        "pool only, mean per query language then over languages; lower is better (for BM25 a relevant candidate "
+        "it did not return counts at rank depth+1, a lower bound).", "",
         lareqa_summary_table(rows), "",
     ]
     if timings:
