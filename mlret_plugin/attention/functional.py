@@ -1,0 +1,115 @@
+"""``sparse_attention``: validated inputs, one pattern, an explicit backend."""
+from __future__ import annotations
+
+import importlib
+
+import torch
+import torch.nn.functional as F
+
+from mlret_plugin.attention.config import SparsityConfig
+from mlret_plugin.attention.layout import BlockLayout
+
+BACKENDS = ("auto", "torch", "triton")
+TRITON_MODULE = "mlret_plugin.attention.triton_kernel"
+
+
+def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None) -> None:
+    """Clear errors for bad shapes / dtypes / devices, before any compute."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor) or t.dim() != 4:
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be a 4-D tensor [batch, heads, seq, head_dim]; got {got}")
+        if not t.is_floating_point():
+            raise ValueError(f"{name} must be floating point; got {t.dtype}")
+    if k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(f"q, k, v must have the same shape [batch, heads, seq, head_dim]; got "
+                         f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
+    if k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"q, k, v must have the same dtype; got q {q.dtype}, k {k.dtype}, v {v.dtype}")
+    if k.device != q.device or v.device != q.device:
+        raise ValueError(f"q, k, v must be on the same device; got q {q.device}, k {k.device}, v {v.device}")
+    if q.shape[2] < 1:
+        raise ValueError("sequence length must be >= 1")
+    if key_padding_mask is not None:
+        B, _, L, _ = q.shape
+        if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
+            raise ValueError("key_padding_mask must be a bool tensor [batch, seq] (True = real token)")
+        if tuple(key_padding_mask.shape) != (B, L):
+            raise ValueError(f"key_padding_mask must have shape [batch, seq] = {(B, L)}; got "
+                             f"{tuple(key_padding_mask.shape)}")
+        if key_padding_mask.device != q.device:
+            raise ValueError(f"key_padding_mask is on {key_padding_mask.device}, q on {q.device}")
+
+
+def triton_available() -> tuple[bool, str]:
+    """(True, '') when the Triton kernel module imports; else (False, why)."""
+    try:
+        importlib.import_module(TRITON_MODULE)
+    except ImportError as exc:
+        return False, f"{TRITON_MODULE} could not be imported ({exc})"
+    return True, ""
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """'auto' -> 'triton' on CUDA when the kernel imports, else 'torch'. Explicit choices are checked, not switched."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
+    if backend == "torch":
+        return "torch"
+    ok, why = triton_available() if device.type == "cuda" or backend == "triton" else (False, "")
+    if backend == "auto":
+        return "triton" if (device.type == "cuda" and ok) else "torch"
+    if device.type != "cuda":
+        raise RuntimeError(f"backend='triton' needs CUDA tensors; got {device.type}. Use backend='torch' (or 'auto').")
+    if not ok:
+        raise RuntimeError(f"backend='triton' is not available: {why}. Use backend='torch' (or 'auto').")
+    return "triton"
+
+
+def sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    config: SparsityConfig,
+    key_padding_mask: torch.Tensor | None = None,
+    backend: str = "auto",
+    *,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """Attention over ``q, k, v`` [batch, heads, seq, head_dim] restricted to ``config``'s pattern.
+
+    ``key_padding_mask``: bool [batch, seq], True = real token (padding keys are never attended).
+    ``backend``: 'torch' (pure PyTorch, any device, autograd), 'triton' (CUDA kernel), or 'auto'.
+    Returns [batch, heads, seq, head_dim].
+    """
+    if not isinstance(config, SparsityConfig):
+        raise TypeError(f"config must be a SparsityConfig; got {type(config).__name__}")
+    check_inputs(q, k, v, key_padding_mask)
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"dropout_p must be in [0, 1); got {dropout_p}")
+    chosen = resolve_backend(backend, q.device)
+    B, H, L, _ = q.shape
+    if chosen == "triton":
+        if dropout_p:
+            raise NotImplementedError("the Triton kernel has no attention dropout; use backend='torch' for training "
+                                      "with dropout, or set the model's attention dropout to 0")
+        kernel = importlib.import_module(TRITON_MODULE)
+        layout = config.layout(L, H)
+        return kernel.block_sparse_attention(q, k, v, layout, key_padding_mask=key_padding_mask, scale=scale)
+    if config.kind == "dense":
+        mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+    from mlret_plugin.attention.torch_backend import block_sparse_attention
+
+    return block_sparse_attention(q, k, v, config.layout(L, H), key_padding_mask, scale=scale, dropout_p=dropout_p)
+
+
+def layout_attention(q, k, v, layout: BlockLayout, key_padding_mask=None, scale=None, dropout_p=0.0, path="auto"):
+    """The torch path on an explicit BlockLayout (references, tests, benchmarks)."""
+    from mlret_plugin.attention.torch_backend import block_sparse_attention
+
+    check_inputs(q, k, v, key_padding_mask)
+    if layout.seq_len != q.shape[2]:
+        raise ValueError(f"layout is for seq_len={layout.seq_len}; q has {q.shape[2]}")
+    return block_sparse_attention(q, k, v, layout, key_padding_mask, scale=scale, dropout_p=dropout_p, path=path)

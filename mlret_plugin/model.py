@@ -1,0 +1,184 @@
+"""The sentence-transformers side: a Transformer module whose attention pattern can be swapped.
+
+- ``AttentionSwapTransformer``: an ST ``Transformer`` carrying a SparsityConfig in its saved
+  ``sentence_bert_config.json`` (key ``attention``).
+- ``load_model(name_or_path, attention=..., **config)`` -> SentenceTransformer. Saved plugin models load
+  without ``trust_remote_code`` (only this module's class is allowed in). The plain ST route is
+  ``SentenceTransformer(path, trust_remote_code=True)`` (with mlret-plugin installed).
+- ``set_attention(model, kind, **config)``: swap in place, weights untouched.
+- ``check_swappable(model)``: raise a clear error when a model's attention cannot be swapped.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import Transformer
+from transformers import PreTrainedModel
+
+from mlret_plugin.attention.config import SparsityConfig
+from mlret_plugin.attention.functional import BACKENDS
+from mlret_plugin.attention.hf import BACKEND_ATTR, CONFIG_ATTR, IMPLEMENTATION, register_with_transformers
+
+CLASS_REF = "mlret_plugin.model.AttentionSwapTransformer"
+
+
+def _hf_model(model: Any) -> PreTrainedModel:
+    """The transformers model inside a SentenceTransformer, an ST Transformer module, or itself."""
+    if isinstance(model, SentenceTransformer):
+        first = model[0] if len(model) else None
+        if not isinstance(first, Transformer):
+            raise TypeError(f"the SentenceTransformer's first module is {type(first).__name__}, not a transformers "
+                            "Transformer module; there is no attention to swap")
+        model = first
+    if isinstance(model, Transformer):
+        model = model.auto_model
+    if not isinstance(model, PreTrainedModel):
+        raise TypeError(f"expected a SentenceTransformer, an ST Transformer module or a transformers model; got "
+                        f"{type(model).__name__}")
+    return model
+
+
+def check_swappable(model: Any) -> PreTrainedModel:
+    """Raise TypeError naming the model type unless its attention goes through transformers' AttentionInterface.
+
+    Returns the underlying transformers model."""
+    hf = _hf_model(model)
+    model_type = getattr(hf.config, "model_type", "?")
+    if not type(hf)._can_set_attn_implementation():
+        raise TypeError(
+            f"model type {model_type!r} ({type(hf).__name__}) does not route attention through transformers' "
+            "AttentionInterface, so mlret-plugin cannot swap its attention. Supported: encoders that do, e.g. "
+            "bert (incl. LaBSE), xlm-roberta, modernbert."
+        )
+    if getattr(hf.config, "is_decoder", False) or getattr(hf.config, "add_cross_attention", False):
+        raise TypeError(f"model type {model_type!r} is configured as a decoder / with cross-attention; sparse "
+                        "patterns here are for bidirectional encoders")
+    return hf
+
+
+def _apply(hf: PreTrainedModel, config: SparsityConfig, backend: str, dense_implementation: str) -> None:
+    """Point the transformers model at the pattern (dense = its original implementation, untouched)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"attention backend must be one of {BACKENDS}; got {backend!r}")
+    if config.kind == "dense":
+        if hf.config._attn_implementation != dense_implementation:
+            hf.set_attn_implementation(dense_implementation)
+        for attr in (CONFIG_ATTR, BACKEND_ATTR):
+            if hasattr(hf.config, attr):
+                delattr(hf.config, attr)
+        return
+    register_with_transformers()
+    setattr(hf.config, CONFIG_ATTR, config.to_dict())
+    setattr(hf.config, BACKEND_ATTR, backend)
+    if hf.config._attn_implementation != IMPLEMENTATION:
+        hf.set_attn_implementation(IMPLEMENTATION)
+    if hf.config._attn_implementation != IMPLEMENTATION:
+        raise TypeError(f"could not set attn_implementation={IMPLEMENTATION!r} on {type(hf).__name__}")
+
+
+class AttentionSwapTransformer(Transformer):
+    """An ST Transformer module whose self-attention pattern is a SparsityConfig (saved with the model).
+
+    Args beyond ``Transformer``: ``attention`` (SparsityConfig, dict or kind name; default dense) and
+    ``attention_backend`` ('auto', 'torch' or 'triton')."""
+
+    config_keys: list[str] = [*Transformer.config_keys, "attention", "attention_backend"]
+
+    def __init__(self, model_name_or_path: str, *, attention: SparsityConfig | dict | str | None = None,
+                 attention_backend: str = "auto", **kwargs: Any) -> None:
+        super().__init__(model_name_or_path, **kwargs)
+        self._init_attention()
+        self.set_attention(attention, backend=attention_backend)
+
+    def _init_attention(self) -> None:
+        hf = check_swappable(self.auto_model)
+        implementation = hf.config._attn_implementation
+        self._dense_implementation = "sdpa" if implementation == IMPLEMENTATION else implementation
+        self.attention_config = SparsityConfig()
+        self.attention_backend = "auto"
+
+    @classmethod
+    def from_transformer(cls, module: Transformer) -> "AttentionSwapTransformer":
+        """Turn a loaded ST Transformer into this class in place (same object, same weights)."""
+        if isinstance(module, cls):
+            return module
+        if type(module) is not Transformer:
+            raise TypeError(f"can only convert a sentence-transformers Transformer module; got {type(module).__name__}")
+        check_swappable(module.auto_model)
+        module.__class__ = cls  # adds behaviour and two attributes only; no state to migrate
+        module._init_attention()
+        return module
+
+    @property
+    def attention(self) -> dict[str, Any]:
+        """The pattern as saved in sentence_bert_config.json."""
+        return self.attention_config.to_dict()
+
+    def set_attention(self, attention: SparsityConfig | dict | str | None = None, backend: str | None = None,
+                      **options: Any) -> SparsityConfig:
+        config = SparsityConfig.coerce(attention, **options)
+        backend = backend or self.attention_backend
+        _apply(self.auto_model, config, backend, self._dense_implementation)
+        self.attention_config = config
+        self.attention_backend = backend
+        return config
+
+    def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
+        # The HF folder stays a plain transformers model: the pattern lives in sentence_bert_config.json.
+        hf_config = self.auto_model.config
+        saved = {a: hf_config.__dict__.pop(a) for a in (CONFIG_ATTR, BACKEND_ATTR) if a in hf_config.__dict__}
+        try:
+            super().save(output_path, *args, safe_serialization=safe_serialization, **kwargs)
+        finally:
+            hf_config.__dict__.update(saved)
+
+
+def set_attention(model: SentenceTransformer | Transformer, kind: str | SparsityConfig = "dense",
+                  backend: str | None = None, **config: Any) -> SparsityConfig:
+    """Swap the attention pattern of ``model`` in place (no weight reload). Returns the applied config."""
+    module = model[0] if isinstance(model, SentenceTransformer) and len(model) else model
+    if not isinstance(module, Transformer):
+        _hf_model(model)  # raises the precise error
+    module = AttentionSwapTransformer.from_transformer(module)
+    return module.set_attention(kind, backend=backend, **config)
+
+
+def _saved_module_types(path: Path) -> list[str]:
+    modules_json = path / "modules.json"
+    if not modules_json.is_file():
+        return []
+    try:
+        return [m["type"] for m in json.loads(modules_json.read_text(encoding="utf8"))]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{modules_json}: expected a list of {{'type': ...}} modules ({exc})") from exc
+
+
+def load_model(name_or_path: str | Path, attention: str | SparsityConfig | dict | None = None, *,
+               backend: str | None = None, device: str | None = None, **config: Any) -> SentenceTransformer:
+    """Load a sentence-transformers model (or a plain transformers encoder) with swappable attention.
+
+    ``attention=None`` keeps the saved pattern (dense for models not saved by this plugin); a kind name
+    plus keyword options (window=, block=, num_global=, ...) sets one. ``trust_remote_code`` is never
+    needed: only this module's class is allowed in besides sentence_transformers' own."""
+    register_with_transformers()
+    path = Path(name_or_path)
+    types = _saved_module_types(path) if path.is_dir() else []
+    if CLASS_REF in types:
+        model = SentenceTransformer._load_with_module_classes(
+            str(name_or_path), {CLASS_REF: AttentionSwapTransformer}, device=device)
+    else:
+        model = SentenceTransformer(str(name_or_path), device=device)
+    module = model[0]
+    if not isinstance(module, Transformer):
+        raise TypeError(f"{name_or_path}: the first module is {type(module).__name__}, not a Transformer")
+    module = AttentionSwapTransformer.from_transformer(module)
+    if attention is not None or config or backend is not None:
+        module.set_attention(attention if attention is not None else module.attention_config, backend=backend,
+                             **config)
+    return model
+
+
+__all__ = ["AttentionSwapTransformer", "check_swappable", "load_model", "set_attention"]
