@@ -49,12 +49,15 @@ def block_sparse_attention(
         key_padding_mask = None  # nothing to mask: keeps the batched fast path
     if path == "auto":
         path = choose_path(layout, L)
+    elif path == "gathered":
+        path = "gathered_all"
     if path == "banded":
         if layout.window is None:
             raise ValueError("the banded path needs a layout with a token window (the local pattern)")
         return _banded(q, k, v, layout.window, layout.num_global, key_padding_mask, scale, dropout_p)
-    if path == "gathered":
-        return _gathered(q, k, v, layout, key_padding_mask, scale, dropout_p)
+    if path in ("gathered", "gathered_all"):
+        # Forced 'gathered' gathers every row; 'auto' runs global (heavy) rows densely.
+        return _gathered(q, k, v, layout, key_padding_mask, scale, dropout_p, split_heavy=(path == "gathered"))
     return _dense_cover(q, k, v, layout, key_padding_mask, scale, dropout_p)
 
 
@@ -139,7 +142,7 @@ def _layout_on(layout: BlockLayout, device: torch.device):
     return layout.lut.to(device=device, dtype=torch.long), layout.nnz.to(device)
 
 
-def _gathered(q, k, v, layout: BlockLayout, kpm, scale, dropout_p):
+def _gathered(q, k, v, layout: BlockLayout, kpm, scale, dropout_p, split_heavy=True):
     B, H, L, D = q.shape
     b, n = layout.block, layout.n_blocks
     Lp = n * b
@@ -147,7 +150,7 @@ def _gathered(q, k, v, layout: BlockLayout, kpm, scale, dropout_p):
     if Hl not in (1, H):
         raise ValueError(f"layout has {Hl} heads; expected 1 (shared) or {H}")
     lut, nnz = _layout_on(layout, q.device)
-    heavy = (nnz * 2 > n).any(0)  # [n] rows computed densely
+    heavy = (nnz * 2 > n).any(0) if split_heavy else torch.zeros(n, dtype=torch.bool, device=q.device)
     light_rows = (~heavy).nonzero().flatten()
     heavy_rows = heavy.nonzero().flatten()
     qp = F.pad(q, (0, 0, 0, Lp - L)).reshape(B, H, n, b, D)
