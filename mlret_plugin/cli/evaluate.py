@@ -74,16 +74,6 @@ def _bm25(k1: float, b: float):
     return BM25Retriever(k1=k1, b=b)
 
 
-def system_name(spec: str, path: str) -> str:
-    """A short name for a model: the offline package's model name, a folder's name, a hub id's last part."""
-    from mlret_plugin.offline import offline_minilm_path
-
-    offline = offline_minilm_path()
-    if offline is not None and Path(path).resolve() == offline.resolve():
-        return "all-MiniLM-L6-v2-offline"
-    return Path(str(path).rstrip("/")).name
-
-
 def build_systems(args: argparse.Namespace, default_if_none: bool = False) -> list:
     """Retrievers from --bm25 / --model; models are resolved and loaded here, before any long work."""
     from mlret_plugin.evaluation import models
@@ -108,7 +98,7 @@ def build_systems(args: argparse.Namespace, default_if_none: bool = False) -> li
     names: set[str] = set()
     for spec, path in resolved:
         model = models.load_model(path)
-        name = system_name(spec, path)
+        name = models.model_name(path)
         if name in names:
             name = f"{name}-{len(names) + 1}"
         names.add(name)

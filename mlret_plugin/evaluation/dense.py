@@ -64,10 +64,13 @@ class DenseRetriever:
         if candidates not in CANDIDATE_KINDS:
             raise ValueError(f"candidates={candidates!r}; expected one of {CANDIDATE_KINDS}")
         if isinstance(model, (str, Path)):
-            from mlret_plugin.evaluation.models import load_model
+            from mlret_plugin.evaluation.models import load_model, model_name, resolve_model_spec
 
-            self.model = load_model(model)
-            default_name = Path(str(model).rstrip("/")).name
+            resolved = resolve_model_spec(model)
+            if resolved is None:
+                raise ValueError(f"model {str(model)!r}: no dense model is available (see the warning above)")
+            self.model = load_model(resolved)
+            default_name = model_name(resolved)
         else:
             self.model = model
             default_name = _model_name(model)

@@ -96,6 +96,14 @@ def resolve_default_model() -> str | None:
     return None
 
 
+def model_name(resolved: str | Path) -> str:
+    """A short system name: the offline package's model name, a folder's name, a hub id's last part."""
+    offline = offline_minilm_path()
+    if offline is not None and Path(resolved).exists() and Path(resolved).resolve() == offline.resolve():
+        return "all-MiniLM-L6-v2-offline"
+    return Path(str(resolved).rstrip("/")).name
+
+
 def load_model(spec: str | Path, device: str | None = None):
     """Load a SentenceTransformer from a folder or hub id; a clear error when it cannot be found."""
     from sentence_transformers import SentenceTransformer
