@@ -77,62 +77,101 @@ def choose_path(layout: BlockLayout, seq_len: int) -> str:
 
 @lru_cache(maxsize=64)
 def _band_mask(seq_len: int, qb: int, window: int, num_global: int, device: torch.device) -> torch.Tensor:
-    """Bool [n_blocks, qb, span]: key s of block i (token i*qb - window + s) is within the window of query t."""
+    """Bool [n_blocks, qb, g + span]: slot s of block i is visible to query t of the block.
+
+    Slots: the ``g`` global keys, then the band (key token i*qb - window + s). Band slots outside the
+    sequence or on a global token (already among the global slots) are masked."""
     n = -(-seq_len // qb)
     span = qb + 2 * window
     t = torch.arange(qb)[:, None]
     s = torch.arange(span)[None, :]
-    pos = torch.arange(n)[:, None, None] * qb - window + s[None]  # key token of each band slot
+    pos = torch.arange(n)[:, None, None] * qb - window + s[None]
     band = (s >= t) & (s <= t + 2 * window)
-    # Keys outside the sequence are padding; global keys are handled separately (not twice).
-    return (band[None] & (pos >= num_global) & (pos < seq_len)).to(device)
+    mask = band[None] & (pos >= num_global) & (pos < seq_len)
+    if num_global:
+        mask = torch.cat([torch.ones(n, qb, num_global, dtype=torch.bool), mask], dim=2)
+    return mask.to(device)
+
+
+@lru_cache(maxsize=64)
+def _additive(mask_key: tuple, lo: int, hi: int, dtype: torch.dtype) -> torch.Tensor:
+    """Float version (0 / -inf) of band-mask blocks [lo, hi): SDPA would otherwise convert a bool mask per call."""
+    mask = _band_mask(*mask_key)[lo:hi]
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
+
+
+def _interior_range(L: int, qb: int, window: int, num_global: int) -> tuple[int, int]:
+    """Blocks [lo, hi) whose whole band lies inside the sequence and past the global tokens."""
+    n = -(-L // qb)
+    lo = min(n, -(-(window + num_global) // qb))
+    hi = min(n, max(lo, (L - qb - window) // qb + 1))
+    return lo, hi
 
 
 def _banded(q, k, v, window, num_global, kpm, scale, dropout_p):
+    """Per batch element: heads as SDPA's batch, query blocks as SDPA's heads, keys as strided band views."""
     B, H, L, D = q.shape
-    qb = BAND_QUERY_BLOCK
-    n = -(-L // qb)
-    Lp = n * qb
-    span = qb + 2 * window
-    # Left pad by the window, right pad to whole blocks plus the window: block i's keys start at i*qb.
-    qp = F.pad(q, (0, 0, 0, Lp - L)).reshape(B * H, n, qb, D)
-    kw = F.pad(k, (0, 0, window, Lp - L + window)).unfold(2, span, qb).transpose(-1, -2)  # [B,H,n,span,D] view
-    vw = F.pad(v, (0, 0, window, Lp - L + window)).unfold(2, span, qb).transpose(-1, -2)
-    band = _band_mask(L, qb, window, num_global, q.device)  # [n, qb, span]
+    outs = [
+        _banded_one(q[b], k[b], v[b], window, num_global, None if kpm is None or bool(kpm[b].all()) else kpm[b],
+                    scale, dropout_p)
+        for b in range(B)
+    ]
+    out = outs[0][None] if B == 1 else torch.stack(outs)
     g = num_global
-    if g:
-        # Global keys join every block's key set (their band copies are masked out in _band_mask).
-        kw = torch.cat([k[:, :, None, :g].expand(B, H, n, g, D), kw], dim=3)
-        vw = torch.cat([v[:, :, None, :g].expand(B, H, n, g, D), vw], dim=3)
-        band = torch.cat([band.new_ones(n, qb, g), band], dim=2)
-    kw = kw.reshape(B * H, n, -1, D)
-    vw = vw.reshape(B * H, n, -1, D)
-    if kpm is None:
-        out = F.scaled_dot_product_attention(qp, kw, vw, attn_mask=band[None], dropout_p=dropout_p, scale=scale)
-        out = out.reshape(B, H, Lp, D)
-    else:
-        keys = F.pad(kpm, (window, Lp - L + window)).unfold(1, span, qb)  # [B, n, span]
-        if g:
-            keys = torch.cat([kpm[:, None, :g].expand(B, n, g), keys], dim=2)
-        masks = band[None] & keys[:, :, None, :]  # [B, n, qb, keys]
-        # A padding query whose window holds only padding: let it see its own slot (finite output).
-        diag = torch.zeros(qb, masks.shape[-1], dtype=torch.bool, device=q.device)
-        diag[torch.arange(qb), g + window + torch.arange(qb)] = True
-        masks = masks | (diag & ~masks.any(-1, keepdim=True))
-        outs = [
-            F.scaled_dot_product_attention(
-                qp[b * H:(b + 1) * H], kw[b * H:(b + 1) * H], vw[b * H:(b + 1) * H],
-                attn_mask=masks[b][None], dropout_p=dropout_p, scale=scale)
-            for b in range(B)
-        ]
-        out = torch.stack(outs).reshape(B, H, Lp, D)
-    out = out[:, :, :L]
     if g:
         # Global query rows attend to every (real) key.
         mask = None if kpm is None else kpm[:, None, None, :]
         out_g = F.scaled_dot_product_attention(q[:, :, :g], k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
         out = torch.cat([out_g, out[:, :, g:]], dim=2)
     return out
+
+
+def _band_keys(x: torch.Tensor, first: int, last: int, qb: int, window: int, L: int) -> torch.Tensor:
+    """[H, last - first, span, D] band key windows of blocks [first, last): a view when they lie inside x."""
+    span = qb + 2 * window
+    start, stop = first * qb - window, (last - 1) * qb - window + span
+    if start >= 0 and stop <= L:
+        return x[:, start:stop].unfold(1, span, qb).transpose(-1, -2)
+    padded = F.pad(x[:, max(start, 0):min(stop, L)], (0, 0, max(-start, 0), max(stop - L, 0)))
+    return padded.unfold(1, span, qb).transpose(-1, -2)
+
+
+def _banded_one(q, k, v, window, g, kpm, scale, dropout_p):
+    """One sequence: q, k, v [H, L, D]; kpm bool [L] or None. Returns [H, L, D]."""
+    H, L, D = q.shape
+    qb = BAND_QUERY_BLOCK
+    n = -(-L // qb)
+    Lp = n * qb
+    qp = (q if Lp == L else F.pad(q, (0, 0, 0, Lp - L))).unflatten(1, (n, qb))  # [H, n, qb, D]
+    mask_key = (L, qb, window, g, q.device)
+    if kpm is None:
+        lo, hi = _interior_range(L, qb, window, g)
+        ranges = [(0, lo, _additive(mask_key, 0, lo, q.dtype)),
+                  (lo, hi, _additive(mask_key, lo, lo + 1, q.dtype)),  # interior blocks share one mask
+                  (hi, n, _additive(mask_key, hi, n, q.dtype))]
+    else:
+        keys = F.pad(kpm, (window, Lp - L + window)).unfold(0, qb + 2 * window, qb)  # [n, span]
+        if g:
+            keys = torch.cat([kpm[None, :g].expand(n, g), keys], dim=1)
+        full = _band_mask(*mask_key) & keys[:, None, :]
+        # A padding query whose band holds only padding sees its own slot (finite output, ignored anyway).
+        diag = torch.zeros(qb, full.shape[-1], dtype=torch.bool, device=q.device)
+        diag[torch.arange(qb), g + window + torch.arange(qb)] = True
+        full = full | (diag & ~full.any(-1, keepdim=True))
+        ranges = [(0, n, full)]
+    parts = []
+    for first, last, mask in ranges:
+        if last <= first:
+            continue
+        kw = _band_keys(k, first, last, qb, window, L)
+        vw = _band_keys(v, first, last, qb, window, L)
+        if g:
+            kw = torch.cat([k[:, None, :g].expand(H, last - first, g, D), kw], dim=2)
+            vw = torch.cat([v[:, None, :g].expand(H, last - first, g, D), vw], dim=2)
+        parts.append(F.scaled_dot_product_attention(qp[:, first:last], kw, vw, attn_mask=mask[None],
+                                                    dropout_p=dropout_p, scale=scale))
+    out = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+    return out.flatten(1, 2)[:, :L]
 
 
 # -------------------------------------------------------------------------------------------- gathered
