@@ -1,0 +1,194 @@
+"""`mlret train`: hybrid batch training (arXiv 2408.10536), then the LAReQA evaluation of the trained model.
+
+Zero-shot by default: train on one collection (e.g. MLQA-R), evaluate on another (e.g. XQuAD-R).
+Everything that can fail fast (ids, files, alpha, languages, the evaluation target) is checked before
+the model is loaded.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+from pathlib import Path
+
+from mlret_plugin.training.run import LOSSES
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    tr = subparsers.add_parser(
+        "train", help="hybrid batch training (X-X with probability alpha, else X-Y) + LAReQA evaluation",
+        description="Train a sentence-transformers model with hybrid batches (in-batch negatives) on parallel "
+                    "data, save it to OUT/model, then evaluate it with the LAReQA table (OUT/eval/results.jsonl). "
+                    "Resumable from OUT/checkpoints with --resume.",
+    )
+    tr.add_argument("--train", required=True, metavar="DATASET_ID_OR_FILE",
+                    help="an mlret dataset id (e.g. mlqa-r: group = question id, passage = answer sentence) or a "
+                         "JSONL file of {group_id, lang, query, passage[, negative]} rows")
+    tr.add_argument("--eval", default=None, metavar="DATASET_ID",
+                    help="collection (or mono/cross id) to evaluate on, e.g. xquad-r; required unless --no-eval")
+    tr.add_argument("--eval-langs", default=None, help="comma-separated languages of the evaluation collection")
+    tr.add_argument("--no-eval", action="store_true", help="train and save only")
+    tr.add_argument("--model", required=True,
+                    help="model folder, hub id, 'offline-minilm' or 'default' (as in mlret evaluate)")
+    tr.add_argument("--attention", default=None,
+                    help="attention pattern to train with (mlret_plugin.load_model kinds, e.g. dense, local, "
+                         "block); saved with the model")
+    tr.add_argument("--attention-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="attention option, e.g. window=64; repeatable")
+    tr.add_argument("--alpha", type=float, default=0.5, help="probability of a monolingual (X-X) batch (default 0.5)")
+    tr.add_argument("--languages", default=None, help="comma-separated training languages (default: all in the data)")
+    tr.add_argument("--language-sampling", choices=("uniform", "proportional"), default="uniform")
+    tr.add_argument("--passage", choices=("text", "context", "text+context"), default="text",
+                    help="for dataset ids: the answer sentence [default], its paragraph, or both")
+    tr.add_argument("--holdout-articles", type=int, default=0, metavar="K",
+                    help="hold out K random articles of the training collection (written to OUT/holdout.json)")
+    steps = tr.add_mutually_exclusive_group()
+    steps.add_argument("--epochs", type=float, default=1.0)
+    steps.add_argument("--max-steps", type=int, default=-1)
+    tr.add_argument("--batch-size", type=int, default=32, help="pairs per batch (per process)")
+    tr.add_argument("--lr", type=float, default=2e-5)
+    tr.add_argument("--warmup-ratio", type=float, default=0.1)
+    tr.add_argument("--loss", choices=LOSSES, default="mnrl")
+    tr.add_argument("--mini-batch-size", type=int, default=32, help="for cached-mnrl")
+    tr.add_argument("--seed", type=int, default=42)
+    tr.add_argument("--save-steps", type=int, default=500)
+    tr.add_argument("--resume", action="store_true", help="continue from the latest OUT/checkpoints/checkpoint-*")
+    tr.add_argument("--candidates", choices=("context", "sentence"), default="context",
+                    help="evaluation candidates: (sentence, paragraph) [default, as LAReQA] or sentence alone")
+    tr.add_argument("--out", required=True, help="output folder")
+    tr.set_defaults(func=run_train)
+
+
+def _options(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--attention-option {pair!r}: expected KEY=VALUE, e.g. window=64")
+        for cast in (int, float):
+            try:
+                value = cast(value)
+                break
+            except ValueError:
+                continue
+        out[key] = value
+    return out
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def check_args(args: argparse.Namespace):
+    """Fail before any work: returns (train source, eval subset or None, eval langs, attention options)."""
+    from mlret_plugin.datasets import parse_dataset_id
+    from mlret_plugin.datasets.subsets import check_langs
+
+    if not 0.0 <= args.alpha <= 1.0:
+        raise ValueError(f"--alpha {args.alpha}: expected a probability in [0, 1]")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size}: expected >= 1")
+    train_is_file = args.train.endswith(".jsonl") or Path(args.train).is_file()
+    if train_is_file and not Path(args.train).is_file():
+        raise FileNotFoundError(f"--train {args.train}: no such file")
+    train_subset = None if train_is_file else parse_dataset_id(args.train)
+    if args.holdout_articles and train_subset is None:
+        raise ValueError("--holdout-articles needs --train to be a dataset id (articles come from its doc ids)")
+    eval_subset, eval_langs = None, None
+    if not args.no_eval:
+        if not args.eval:
+            raise ValueError("--eval DATASET_ID is required (e.g. --eval xquad-r), or pass --no-eval")
+        eval_subset = parse_dataset_id(args.eval)
+        langs = _csv(args.eval_langs) or sorted(set(eval_subset.qlangs) | set(eval_subset.dlangs))
+        eval_langs = list(check_langs(eval_subset.collection, langs))
+        if train_subset is not None and train_subset.collection == eval_subset.collection:
+            if args.holdout_articles:
+                raise ValueError(
+                    "--holdout-articles with --eval on the same collection: the evaluation harness cannot yet "
+                    "restrict to the held-out articles, so the numbers would include trained articles. Use "
+                    "--no-eval (OUT/holdout.json lists the held-out articles) or evaluate another collection."
+                )
+            raise ValueError(
+                f"--train {args.train} and --eval {args.eval} are one collection: the protocol is zero-shot "
+                "(train on one collection, evaluate on another, e.g. --train mlqa-r --eval xquad-r)"
+            )
+    options = _options(args.attention_option)
+    if options and args.attention is None:
+        raise ValueError("--attention-option needs --attention KIND")
+    return train_subset, eval_subset, eval_langs, options
+
+
+def _load_model(args: argparse.Namespace, options: dict):
+    from mlret_plugin.evaluation.models import resolve_model_spec
+
+    resolved = resolve_model_spec(args.model)
+    if resolved is None:
+        raise ValueError(f"--model {args.model!r}: no model is available (see the warning above)")
+    if args.attention is not None:
+        import mlret_plugin
+
+        return mlret_plugin.load_model(resolved, attention=args.attention, **options)
+    from mlret_plugin.evaluation.models import load_model
+
+    return load_model(resolved)
+
+
+def holdout_articles(dataset_id: str, k: int, seed: int) -> list[int]:
+    """K article numbers of the collection (numbered as in its English file, as ``group_articles``), seeded."""
+    import ir_datasets
+
+    import mlret_plugin  # noqa: F401  registers the ids
+
+    docs = list(ir_datasets.load(dataset_id).docs_iter())
+    english = [d for d in docs if d.lang == "en"] or docs
+    articles = sorted({int(d.doc_id.split("-")[1][1:]) for d in english})
+    if k >= len(articles):
+        raise ValueError(f"--holdout-articles {k}: {dataset_id} has only {len(articles)} articles")
+    return sorted(random.Random(seed).sample(articles, k))
+
+
+def run_train(args: argparse.Namespace) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        train_subset, eval_subset, eval_langs, options = check_args(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"mlret train: {e}", file=sys.stderr)
+        return 2
+    from mlret_plugin.training import load_parallel
+    from mlret_plugin.training.run import train_hybrid
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    held_out = None
+    if args.holdout_articles:
+        held_out = holdout_articles(args.train, args.holdout_articles, args.seed)
+        (out / "holdout.json").write_text(json.dumps({"dataset": args.train, "articles": held_out}) + "\n")
+    try:
+        data = load_parallel(args.train, passage_field=args.passage, languages=_csv(args.languages),
+                             exclude_articles=set(held_out) if held_out else None)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"mlret train: {e}", file=sys.stderr)
+        return 2
+    model = _load_model(args, options)
+    try:
+        saved = train_hybrid(
+            model, data, out, alpha=args.alpha, batch_size=args.batch_size, epochs=args.epochs,
+            max_steps=args.max_steps, languages=_csv(args.languages), language_sampling=args.language_sampling,
+            seed=args.seed, learning_rate=args.lr, warmup_ratio=args.warmup_ratio, save_steps=args.save_steps,
+            resume=args.resume, loss=args.loss, mini_batch_size=args.mini_batch_size,
+        )
+    except (ValueError, FileNotFoundError) as e:
+        print(f"mlret train: {e}", file=sys.stderr)
+        return 2
+    print(f"model saved to {saved}", file=sys.stderr)
+    if eval_subset is None:
+        return 0
+    from mlret_plugin.evaluation.dense import DenseRetriever
+    from mlret_plugin.evaluation.lareqa import run_lareqa
+
+    retriever = DenseRetriever(model, candidates=args.candidates, name=f"hybrid-alpha{args.alpha:g}")
+    run_lareqa(eval_subset.collection, [retriever], langs=eval_langs, out_dir=out / "eval")
+    print(f"results: {out / 'eval' / 'results.jsonl'}", file=sys.stderr)
+    return 0

@@ -1,0 +1,102 @@
+"""One hybrid training run through the SentenceTransformerTrainer: checkpoints, resume, atomic model save."""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Iterable
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("mnrl", "cached-mnrl")
+
+
+def make_loss(model, name: str = "mnrl", mini_batch_size: int = 32):
+    """In-batch negatives: MultipleNegativesRankingLoss or its cached (GradCache) variant."""
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedMultipleNegativesRankingLoss,
+        MultipleNegativesRankingLoss,
+    )
+
+    if name == "mnrl":
+        return MultipleNegativesRankingLoss(model)
+    if name == "cached-mnrl":
+        return CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size)
+    raise ValueError(f"loss={name!r}; expected one of {LOSSES}")
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    found = [p for p in Path(folder).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+
+
+def train_hybrid(
+    model,
+    train_dataset,
+    out_dir: str | Path,
+    alpha: float = 0.5,
+    batch_size: int = 32,
+    epochs: float = 1.0,
+    max_steps: int = -1,
+    languages: Iterable[str] | None = None,
+    language_sampling: str = "uniform",
+    seed: int = 42,
+    learning_rate: float = 2e-5,
+    warmup_ratio: float = 0.1,
+    save_steps: int = 500,
+    resume: bool = False,
+    loss: str = "mnrl",
+    mini_batch_size: int = 32,
+    show_progress: bool = True,
+) -> Path:
+    """Train ``model`` on parallel data with hybrid batches; save it to ``out_dir/model`` and return that path.
+
+    Checkpoints go to ``out_dir/checkpoints`` every ``save_steps``; ``resume=True`` continues from the
+    latest one (an error when there is none, so a typo does not silently restart training).
+    """
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+    from mlret_plugin.training.sampler import HybridBatchSampler
+
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    resume_from = None
+    if resume:
+        resume_from = latest_checkpoint(ckpt_dir)
+        if resume_from is None:
+            raise FileNotFoundError(f"--resume: no checkpoint-* folder in {ckpt_dir}; run without --resume to start")
+        log.warning("resuming from %s", resume_from)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(ckpt_dir),
+        per_device_train_batch_size=batch_size,
+        num_train_epochs=epochs,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        warmup_steps=warmup_ratio,
+        seed=seed,
+        batch_sampler=HybridBatchSampler.factory(alpha=alpha, languages=languages,
+                                                 language_sampling=language_sampling),
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=2,
+        logging_steps=max(1, min(50, save_steps)),
+        report_to="none",
+        disable_tqdm=not show_progress,
+        use_cpu=not _has_cuda(),
+    )
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset,
+                                         loss=make_loss(model, loss, mini_batch_size))
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    final = out_dir / "model"
+    tmp = out_dir / "model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save(str(tmp))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    return final
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
