@@ -23,7 +23,7 @@ output zeros and receive zero gradient; they are never NaN.
 Running it. On CUDA the kernels compile for the GPU (the launch configuration below is written for an
 H100; nothing here has been run on a GPU: this project has none). On CPU tensors they run only under
 Triton's interpreter, which must be switched on *before triton is first imported* (``TRITON_INTERPRET=1``
-in the process environment; importing sentence_transformers already imports triton), fp32 only. That
+in the process environment; importing sentence_transformers already imports triton), fp32 or fp16. That
 is how the tests run it; it is slow and meant for correctness checks only.
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ from mlret_plugin.attention.layout import BlockLayout
 BLOCK_SIZES = (16, 32, 64, 128)
 MIN_HEAD_DIM, MAX_HEAD_DIM = 16, 128
 GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-INTERPRETER_DTYPES = (torch.float32,)  # the interpreter (numpy) has no bf16; fp16 is not tested there
+INTERPRETER_DTYPES = (torch.float32, torch.float16)  # the interpreter (numpy) has no bf16
 
 
 # ---------------------------------------------------------------------------------------------- kernels
@@ -489,7 +489,7 @@ def block_sparse_attention(
 
     ``key_padding_mask``: bool [B, L], True = real token. ``scale`` defaults to 1/sqrt(D). Query rows
     with no allowed key output zeros (and get zero gradient). CUDA: fp32/fp16/bf16, head_dim 16..128.
-    CPU: only under ``TRITON_INTERPRET=1`` set before triton is imported, fp32 (for tests).
+    CPU: only under ``TRITON_INTERPRET=1`` set before triton is imported, fp32/fp16 (for tests).
     """
     _check_inputs(q, k, v, layout, key_padding_mask, scale)
     _tables(layout, q.device)  # validates the lookup table (once per layout and device)
