@@ -1,0 +1,113 @@
+"""`mlret experiment attention` (questions A, B) and `mlret experiment ratio` (question C).
+
+Every argument, the data ids and the model (can it swap attention? can it be truncated?) are checked
+before the first cell runs. Finished cells are kept in OUT/cells.jsonl: rerunning the same command
+resumes an interrupted grid.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from mlret_plugin.datasets import COLLECTIONS
+
+DEFAULT_POOLS = {"xquad-r": "2,4,7,11", "mlqa-r": "2,4,7"}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    ex = subparsers.add_parser("experiment", help="research-question grids: attention variants x noise x pool; size x alpha",
+                               description="One-command experiments writing OUT/results.jsonl, OUT/report.md, PNG plots "
+                                           "and a resumable OUT/cells.jsonl.")
+    sub = ex.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+
+    at = sub.add_parser(
+        "attention", help="dense vs local vs block-sparse attention: Mono/Cross/Multi mAP, MaxRankDist, degradation",
+        description="Grid of attention variant x noise level x pool size; degradation vs dense (absolute and "
+                    "relative), per language.",
+    )
+    at.add_argument("--collection", required=True, choices=sorted(COLLECTIONS))
+    at.add_argument("--model", required=True, help="sentence-transformers folder, hub id or 'offline-minilm'")
+    at.add_argument("--variants", default="dense,local:window=64,block_sparse:block=32",
+                    help="comma-separated KIND[:key=value...]: dense; local:window=W[:global=G]; "
+                         "block_sparse:block=B[:band=N:global=N:random=N:stride=N:per_head=0|1:seed=S] (dense is required)")
+    at.add_argument("--noise", default="0,0.5,1", help="noise levels: distractor tokens / original context tokens")
+    at.add_argument("--mixed-noise", action="store_true", help="distractors from every language (default: same language)")
+    at.add_argument("--pool-sizes", default=None,
+                    help="pool sizes (default 2,4,7,11 for xquad-r, 2,4,7 for mlqa-r); languages: en first, then a "
+                         "seeded order, nested")
+    at.add_argument("--candidates", choices=("context", "sentence"), default="context",
+                    help="(sentence, paragraph) pairs [default; needed for noise] or the sentence alone")
+    at.add_argument("--max-seq-length", type=int, default=None,
+                    help="raise / lower the model's max_seq_length (noise is capped there; default: the model's)")
+    at.add_argument("--backend", default="auto", choices=("auto", "torch", "triton"), help="sparse attention backend")
+    at.add_argument("--batch-size", type=int, default=32, help="encoding batch size")
+    at.add_argument("--finetune-steps", type=int, default=0, help="short hybrid fine-tune after each swap (0: zero-shot)")
+    at.add_argument("--finetune-train", default=None, help="training data id / JSONL (default: the other collection)")
+    at.add_argument("--finetune-alpha", type=float, default=0.5)
+    at.add_argument("--seed", type=int, default=0, help="seeds the noise, the pool order and fine-tuning")
+    at.add_argument("--out", required=True, help="output folder (reuse it to resume)")
+    at.set_defaults(func=run_attention_cli)
+
+    ra = sub.add_parser(
+        "ratio", help="model size x hybrid batch ratio alpha (zero-shot), with parameter counts",
+        description="Each model x alpha: fine-tune a fresh copy for --max-steps hybrid batches on --train, evaluate "
+                    "on --eval. MODEL:layers=N keeps the first N layers (a size series from one checkpoint).",
+    )
+    ra.add_argument("--train", required=True, help="training data: mlret dataset id (e.g. mlqa-r) or JSONL")
+    ra.add_argument("--eval", required=True, choices=sorted(COLLECTIONS), help="evaluation collection")
+    ra.add_argument("--eval-langs", default=None, help="restrict evaluation to these languages (comma-separated)")
+    ra.add_argument("--models", required=True,
+                    help="comma-separated models, each PATH_OR_ID[:layers=N], e.g. offline-minilm:layers=2,offline-minilm")
+    ra.add_argument("--alphas", default="0,0.25,0.5,0.75,1")
+    ra.add_argument("--max-steps", type=int, required=True)
+    ra.add_argument("--batch-size", type=int, default=16, help="pairs per training batch")
+    ra.add_argument("--learning-rate", type=float, default=2e-5)
+    ra.add_argument("--passage-field", choices=("text", "context", "text+context"), default="text",
+                    help="training passages: the answer sentence [default], its paragraph, or both")
+    ra.add_argument("--candidates", choices=("context", "sentence"), default="sentence",
+                    help="evaluation candidates (default sentence: matches the default training passages, and is fast)")
+    ra.add_argument("--no-untrained", action="store_true", help="skip the untrained starting point per model")
+    ra.add_argument("--seed", type=int, default=0)
+    ra.add_argument("--out", required=True, help="output folder (reuse it to resume)")
+    ra.set_defaults(func=run_ratio_cli)
+
+
+def _fail(e: Exception) -> int:
+    print(f"mlret experiment: error: {e}", file=sys.stderr)
+    return 2
+
+
+def run_attention_cli(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from mlret_plugin.experiments.attention import build_grid, run_attention_grid
+
+    try:
+        grid, model = build_grid(
+            args.collection, args.model, args.variants, args.noise, args.pool_sizes or DEFAULT_POOLS[args.collection], args.out,
+            candidates=args.candidates, mixed_noise=args.mixed_noise, seed=args.seed,
+            max_seq_length=args.max_seq_length, batch_size=args.batch_size, backend=args.backend,
+            finetune_steps=args.finetune_steps, finetune_train=args.finetune_train, finetune_alpha=args.finetune_alpha,
+        )
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        return _fail(e)
+    run_attention_grid(grid, model)
+    print((grid.out / "report.md").read_text(encoding="utf-8"))
+    return 0
+
+
+def run_ratio_cli(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from mlret_plugin.experiments.ratio import build_ratio_grid, run_ratio_grid
+
+    try:
+        grid = build_ratio_grid(
+            args.train, args.eval, args.models, args.alphas, args.max_steps, args.out, eval_langs=args.eval_langs,
+            candidates=args.candidates, passage_field=args.passage_field, batch_size=args.batch_size,
+            learning_rate=args.learning_rate, seed=args.seed, include_untrained=not args.no_untrained,
+        )
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        return _fail(e)
+    run_ratio_grid(grid)
+    print((grid.out / "report.md").read_text(encoding="utf-8"))
+    return 0

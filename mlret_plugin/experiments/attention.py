@@ -1,0 +1,232 @@
+"""Research questions A and B: cross-lingual retrieval under sparse / local attention vs dense, as the pool
+grows and as contexts get noisier.
+
+Grid: attention variant x noise level x pool size. Each cell is ``run_lareqa`` (Mono / Cross / Multi
+mAP over the full ranking, R@1, R@10, MaxRankDist, per language) over the pool's languages, with the
+model's attention swapped in place (``set_attention``; weights unchanged) and the candidates' contexts
+lengthened by the noise transform. Degradation is each variant minus dense at the same noise and pool.
+
+Order of work: one variant at a time (optionally fine-tuned after the swap), one noise level at a time,
+pool sizes ascending; pools are nested, so a language's candidates are encoded once per (variant,
+noise) and reused by every larger pool. Queries are encoded once per variant. Finished cells are in
+``OUT/cells.jsonl``; a restarted grid skips them.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlret_plugin.experiments.cache import CellCache
+from mlret_plugin.experiments.noise import NoiseSpec
+from mlret_plugin.experiments.pools import parse_pool_sizes, pool_languages
+from mlret_plugin.experiments.variants import AttentionVariant, parse_variants
+
+log = logging.getLogger(__name__)
+
+MEASURES = ("AP", "R@1", "R@10", "MaxRankDist")
+TRAIN_FOR = {"xquad-r": "mlqa-r", "mlqa-r": "xquad-r"}  # zero-shot: fine-tune on the other collection
+
+
+@dataclass
+class AttentionGrid:
+    collection: str
+    model: str  # path / hub id / 'offline-minilm'
+    variants: list[AttentionVariant]
+    noise: list[float]
+    pool_sizes: list[int]
+    out: Path
+    candidates: str = "context"
+    mixed_noise: bool = False
+    seed: int = 0
+    max_seq_length: int | None = None
+    batch_size: int = 32
+    backend: str = "auto"
+    finetune_steps: int = 0
+    finetune_train: str | None = None
+    finetune_alpha: float = 0.5
+    finetune_batch_size: int = 16
+    model_label: str = ""
+    resolved_model: str = field(default="", repr=False)
+
+    def cells(self) -> list[tuple[AttentionVariant, float, int]]:
+        return [(v, n, p) for v in self.variants for n in self.noise for p in self.pool_sizes]
+
+    def params(self, variant: AttentionVariant, noise: float, pool_size: int) -> dict:
+        """Everything that defines a cell's numbers (its cache key)."""
+        return {
+            "experiment": "attention", "collection": self.collection, "model": self.resolved_model,
+            "variant": variant.params(), "noise": noise, "mixed_noise": self.mixed_noise, "seed": self.seed,
+            "pool": list(pool_languages(self.collection, pool_size, self.seed)), "candidates": self.candidates,
+            "max_seq_length": self.max_seq_length, "backend": self.backend, "measures": list(MEASURES),
+            "finetune": None if not self.finetune_steps else {
+                "steps": self.finetune_steps, "train": self.finetune_train, "alpha": self.finetune_alpha,
+                "batch_size": self.finetune_batch_size},
+        }
+
+
+def parse_noise(text: str) -> list[float]:
+    try:
+        levels = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--noise {text!r}: expected comma-separated numbers, e.g. 0,0.5,1") from None
+    if not levels:
+        raise ValueError("--noise is empty; e.g. 0,0.5,1")
+    for level in levels:
+        NoiseSpec(level)  # >= 0 and finite, else a clear error
+    return sorted(set(levels))
+
+
+def load_swappable(model_path: str, max_seq_length: int | None):
+    """The model with swappable attention; a clear error when its architecture cannot swap."""
+    if Path(model_path).is_dir():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder never needs the hub
+    from mlret_plugin.model import check_swappable, load_model
+
+    model = load_model(model_path)
+    check_swappable(model)
+    if max_seq_length is not None:
+        positions = getattr(model[0].auto_model.config, "max_position_embeddings", None)
+        if positions is not None and max_seq_length > positions:
+            raise ValueError(f"--max-seq-length {max_seq_length} exceeds the model's {positions} position embeddings")
+        model.max_seq_length = max_seq_length
+    return model
+
+
+def build_grid(collection: str, model: str, variants: str, noise: str, pool_sizes: str, out: str | Path,
+               **options) -> tuple[AttentionGrid, object]:
+    """Validate every argument and load the model (checking it can swap attention) before any cell runs."""
+    from mlret_plugin.datasets import COLLECTIONS
+    from mlret_plugin.evaluation.models import model_name, resolve_model_spec
+
+    if collection not in COLLECTIONS:
+        raise ValueError(f"--collection {collection!r}; expected one of {sorted(COLLECTIONS)}")
+    grid = AttentionGrid(collection=collection, model=model, variants=parse_variants(variants),
+                         noise=parse_noise(noise), pool_sizes=parse_pool_sizes(pool_sizes, collection),
+                         out=Path(out), **options)
+    if grid.candidates not in ("context", "sentence"):
+        raise ValueError(f"--candidates {grid.candidates!r}; expected context or sentence")
+    if grid.candidates == "sentence" and any(n > 0 for n in grid.noise):
+        raise ValueError("--noise > 0 lengthens the candidates' context; it needs --candidates context")
+    if grid.finetune_steps < 0:
+        raise ValueError(f"--finetune-steps {grid.finetune_steps}; expected >= 0")
+    if grid.finetune_steps and not grid.finetune_train:
+        grid.finetune_train = TRAIN_FOR[collection]
+    if not 0 <= grid.finetune_alpha <= 1:
+        raise ValueError(f"--finetune-alpha {grid.finetune_alpha}; expected a value in [0, 1]")
+    path = resolve_model_spec(model)
+    if path is None:
+        raise ValueError(f"--model {model}: no dense model is available")
+    grid.resolved_model = str(path)
+    grid.model_label = grid.model_label or model_name(path)
+    loaded = load_swappable(grid.resolved_model, grid.max_seq_length)
+    from mlret_plugin.model import set_attention
+
+    for variant in grid.variants:  # every pattern is accepted by the model before the grid starts
+        set_attention(loaded, variant.kind, backend=grid.backend, **variant.config)
+    set_attention(loaded, "dense")
+    grid.max_seq_length = loaded.max_seq_length
+    return grid, loaded
+
+
+def _annotate(rows: list[dict], grid: AttentionGrid, variant: AttentionVariant, noise: float, pool_size: int) -> list[dict]:
+    extra = {"experiment": "attention", "model": grid.model_label, "variant": variant.label, "noise": noise,
+             "pool_size": pool_size, "candidates": grid.candidates, "finetune_steps": grid.finetune_steps}
+    return [{**row, **extra} for row in rows]
+
+
+def run_attention_grid(grid: AttentionGrid, model=None, progress: bool = True) -> list[dict]:
+    """Run (or resume) every cell; returns all rows with degradation vs dense, and writes the outputs."""
+    from tqdm.auto import tqdm
+
+    from mlret_plugin.evaluation.lareqa import run_lareqa
+    from mlret_plugin.experiments.noisy_dense import NoisyDenseRetriever
+    from mlret_plugin.experiments.report import add_degradation, rows_of, write_attention_outputs
+    from mlret_plugin.model import set_attention
+
+    cache = CellCache(grid.out / "cells.jsonl")
+    cells = grid.cells()
+    done = sum(grid.params(*c) in cache for c in cells)
+    bar = tqdm(total=len(cells), initial=done, desc="attention grid", unit="cell", disable=not progress)
+    train_data = None
+    for variant in grid.variants:
+        todo = [(n, p) for n in grid.noise for p in grid.pool_sizes if grid.params(variant, n, p) not in cache]
+        if not todo:
+            continue
+        if model is None or grid.finetune_steps:
+            model = load_swappable(grid.resolved_model, grid.max_seq_length)  # fresh weights per fine-tuned variant
+        set_attention(model, variant.kind, backend=grid.backend, **variant.config)
+        train_info = {}
+        if grid.finetune_steps:
+            from mlret_plugin.experiments.finetune import finetune, load_train_data
+
+            if train_data is None:
+                train_data = load_train_data(grid.finetune_train, passage_field="text+context")
+            train_info = finetune(model, train_data, grid.finetune_alpha, grid.finetune_steps,
+                                  batch_size=grid.finetune_batch_size, seed=grid.seed, show_progress_bar=progress)
+        shared_queries: dict = {}
+        for noise in grid.noise:
+            retriever = None
+            for pool_size in grid.pool_sizes:
+                params = grid.params(variant, noise, pool_size)
+                if params in cache:
+                    continue
+                langs = pool_languages(grid.collection, pool_size, grid.seed)
+                bar.set_postfix_str(f"{variant.label} noise={noise:g} pool={pool_size}")
+                if retriever is None:
+                    retriever = NoisyDenseRetriever(
+                        model, NoiseSpec(noise, mixed=grid.mixed_noise, seed=grid.seed), shared_queries=shared_queries,
+                        candidates=grid.candidates, batch_size=grid.batch_size, show_progress_bar=False,
+                        name=f"{variant.label}@noise={noise:g}",
+                    )
+                start = time.perf_counter()
+                rows = run_lareqa(grid.collection, [retriever], langs=langs, measures=MEASURES, progress=False)
+                info = {"seconds": time.perf_counter() - start, "noise": retriever.stats_for(langs),
+                        "finetune": train_info, "max_seq_length": model.max_seq_length}
+                cache.put(params, _annotate(rows, grid, variant, noise, pool_size), info)
+                bar.update(1)
+    bar.close()
+    ordered = [cache.get(grid.params(*c)) for c in cells]
+    for cell in ordered:
+        achieved = cell["info"].get("noise", {}).get("achieved_level")
+        for row in cell["rows"]:
+            row.setdefault("achieved_noise", achieved)
+    rows = add_degradation(rows_of(ordered))
+    write_attention_outputs(rows, grid.out, _header(grid, ordered))
+    return rows
+
+
+def _header(grid: AttentionGrid, cells: list[dict]) -> str:
+    import platform
+
+    import torch
+
+    seconds = sum(c["info"].get("seconds", 0.0) for c in cells)
+    achieved = {}
+    for c in cells:
+        p = c["params"]
+        level = c["info"].get("noise", {}).get("achieved_level")
+        capped = c["info"].get("noise", {}).get("capped")
+        if p["noise"] and level is not None:
+            achieved.setdefault(p["noise"], (level, capped))
+    noise_note = "; ".join(f"{n:g} -> {lv:.2f} achieved ({cp} paragraphs capped)" for n, (lv, cp) in sorted(achieved.items()))
+    pools = {p: ",".join(pool_languages(grid.collection, p, grid.seed)) for p in grid.pool_sizes}
+    ft = (f"fine-tuned {grid.finetune_steps} steps after the swap on {grid.finetune_train} (alpha "
+          f"{grid.finetune_alpha}, batch {grid.finetune_batch_size})" if grid.finetune_steps else "zero-shot swap (no fine-tuning)")
+    return "\n".join([
+        f"# Attention experiment: {grid.collection}",
+        "",
+        f"- Model: {grid.model_label} ({grid.resolved_model}), max_seq_length {grid.max_seq_length}; {ft}",
+        f"- Candidates: {grid.candidates}; noise levels {', '.join(f'{n:g}' for n in grid.noise)} "
+        f"({'mixed' if grid.mixed_noise else 'same'}-language distractors, seed {grid.seed}); achieved: {noise_note or '-'}",
+        f"- Pools (English first, seeded order, nested): " + "; ".join(f"{k}: {v}" for k, v in pools.items()),
+        f"- Variants: {', '.join(v.label for v in grid.variants)} (backend {grid.backend})",
+        f"- Machine: {platform.machine()} {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}; cell compute time {seconds / 60:.1f} min",
+        "- Δ = variant - dense at the same noise and pool (AP, R@k: negative is a loss; MaxRankDist: positive is a loss).",
+    ])
+
+
+__all__ = ["AttentionGrid", "build_grid", "parse_noise", "run_attention_grid"]

@@ -1,0 +1,130 @@
+"""The attention grid end to end on fixture data with a tiny random BERT; resume; noise on candidates only."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mlret_plugin.cli.main import main
+from mlret_plugin.experiments.noise import NoiseSpec
+from tiny_models import tiny_model_dir
+
+VARIANTS = "dense,local:window=4,block_sparse:block=16:band=0:global=1"
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    return str(tiny_model_dir("bert", tmp_path))
+
+
+def _cli(tiny_model, out, extra=()):
+    return main(["experiment", "attention", "--collection", "xquad-r", "--model", tiny_model, "--variants", VARIANTS,
+                 "--noise", "0,1", "--pool-sizes", "2,3", "--max-seq-length", "256", "--out", str(out), *extra])
+
+
+def test_grid_writes_rows_degradation_report_plots(lareqa_home, tiny_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _cli(tiny_model, out) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    summary = [r for r in rows if r["breakdown"] == "summary"]
+    cells = {(r["variant"], r["noise"], r["pool_size"]) for r in summary}
+    assert len(cells) == 3 * 2 * 2
+    assert {r["setting"] for r in summary} == {"mono", "cross", "multi"}
+    assert {r["measure"] for r in summary if r["setting"] == "multi"} >= {"AP", "MaxRankDist"}
+    for r in rows:  # degradation is variant minus dense at the same coordinates
+        if r["variant"] == "dense":
+            assert "delta" not in r
+        else:
+            assert r["delta"] == pytest.approx(r["value"] - r["dense_value"])
+    # the sparse patterns really change the numbers (window 4 on ~100-token inputs)
+    local = [r for r in summary if r["variant"].startswith("local") and r["measure"] == "AP" and r["noise"] == 1]
+    assert any(abs(r["delta"]) > 1e-6 for r in local)
+    # per-language rows exist for every pool language
+    langs = {r["qlang"] for r in rows if r["breakdown"] == "language" and r["pool_size"] == 3}
+    assert len(langs) == 3 and "en" in langs
+    # noise was really added, as achieved level ~ requested (capped at max length is reported)
+    noisy = [r for r in summary if r["noise"] == 1]
+    assert all(r["achieved_noise"] and r["achieved_noise"] > 0.5 for r in noisy)
+    for name in ("report.md", "degradation_vs_noise.png", "degradation_vs_pool_size.png", "cells.jsonl"):
+        assert (out / name).stat().st_size > 0
+    report = (out / "report.md").read_text()
+    assert "local:window=4" in report and "Machine" in report and "Δ" in report
+    assert "# Attention experiment" in capsys.readouterr().out
+
+
+def test_rerun_resumes_from_finished_cells(lareqa_home, tiny_model, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    from mlret_plugin.experiments import noisy_dense
+
+    calls = []
+    original = noisy_dense.NoisyDenseRetriever._encode
+
+    def counting(self, inputs, what):
+        calls.append(what)
+        return original(self, inputs, what)
+
+    monkeypatch.setattr(noisy_dense.NoisyDenseRetriever, "_encode", counting)
+    assert _cli(tiny_model, out) == 0
+    first = (out / "results.jsonl").read_text()
+    assert calls
+    # interrupted run: drop the last two finished cells, as if the process had been killed there
+    lines = (out / "cells.jsonl").read_text().splitlines(keepends=True)
+    (out / "cells.jsonl").write_text("".join(lines[:-2]))
+    calls.clear()
+    assert _cli(tiny_model, out) == 0
+    # only the last variant's noise-1 cells ran again: candidates of 3 languages, queries of 3 languages
+    assert len([c for c in calls if "candidates" in c]) == 3
+    assert (out / "results.jsonl").read_text() == first  # the same numbers, deterministic
+    calls.clear()
+    assert _cli(tiny_model, out) == 0
+    assert calls == []
+
+
+def test_noise_changes_candidates_only(lareqa_home, tiny_model):
+    from mlret_plugin.datasets import Subset
+    from mlret_plugin.evaluation.measures import qrels_dict
+    from mlret_plugin.experiments.attention import load_swappable
+    from mlret_plugin.experiments.noisy_dense import NoisyDenseRetriever
+
+    model = load_swappable(tiny_model, 256)
+    clean = NoisyDenseRetriever(model, NoiseSpec(0), show_progress_bar=False)
+    noisy = NoisyDenseRetriever(model, NoiseSpec(1.0), show_progress_bar=False)
+    subset = Subset("xquad-r", ("en",), ("de",))
+    a, b = clean.encode(subset), noisy.encode(subset)
+    assert a.query_ids == b.query_ids and a.doc_ids == b.doc_ids
+    assert (a.queries - b.queries).abs().max() < 1e-6  # queries untouched
+    assert (a.docs - b.docs).abs().max() > 1e-3  # candidates changed
+    assert noisy.noise_stats["de"].level >= 1.0
+    qrels = qrels_dict(subset.load().qrels_iter())
+    evaluator, _ = noisy.evaluate_full_depth(subset, ["AP"], qrels)
+    assert set(evaluator.per_query()[next(iter(evaluator.per_query()))]) == set(qrels)  # every judged query, same qrels
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--variants", "dense,sliding:window=3"], "unknown attention kind"),
+    (["--noise", "0,-0.5"], "noise level"),
+    (["--pool-sizes", "2,12"], "exceeds the 11 languages"),
+    (["--noise", "1", "--candidates", "sentence"], "needs --candidates context"),
+    (["--max-seq-length", "100000"], "position embeddings"),
+])
+def test_bad_input_fails_before_the_grid(lareqa_home, tiny_model, tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    code = main(["experiment", "attention", "--collection", "xquad-r", "--model", tiny_model, "--out", str(out), *argv])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_model_that_cannot_swap_attention_is_rejected(tmp_path, capsys):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, StaticEmbedding
+
+    from tiny_models import train_tiny_tokenizer
+
+    static = StaticEmbedding(train_tiny_tokenizer(), embedding_dim=8)
+    path = tmp_path / "static"
+    SentenceTransformer(modules=[static]).save(str(path))
+    code = main(["experiment", "attention", "--collection", "xquad-r", "--model", str(path), "--out", str(tmp_path / "o")])
+    assert code == 2
+    assert "Transformer" in capsys.readouterr().err
+    _ = Pooling
