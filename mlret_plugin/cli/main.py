@@ -13,6 +13,7 @@ import sys
 SUBCOMMAND_MODULES = [
     "mlret_plugin.cli.datasets",
     "mlret_plugin.cli.evaluate",
+    "mlret_plugin.cli.experiment",
     "mlret_plugin.cli.train",
 ]
 
