@@ -1,0 +1,69 @@
+"""The transformers registration (attention + mask builder) and the Triton seam, without a GPU."""
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+import torch
+
+from mlret_plugin.attention import SparsityConfig, functional, sparse_attention
+from mlret_plugin.attention.hf import IMPLEMENTATION, mlret_padding_mask, register_with_transformers
+
+
+def test_registered_with_both_interfaces():
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    assert register_with_transformers() == IMPLEMENTATION
+    assert IMPLEMENTATION in AttentionInterface._global_mapping
+    assert IMPLEMENTATION in AttentionMaskInterface._global_mapping
+
+
+def test_mask_builder_returns_key_padding_and_refuses_causal():
+    from transformers.masking_utils import bidirectional_mask_function, causal_mask_function
+
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    out = mlret_padding_mask(2, 3, 3, mask_function=bidirectional_mask_function, attention_mask=mask)
+    assert out.dtype == torch.bool and out.tolist() == [[True, True, False], [True, True, True]]
+    assert mlret_padding_mask(2, 3, 3, mask_function=bidirectional_mask_function,
+                              attention_mask=torch.ones(2, 3)) is None
+    with pytest.raises(ValueError, match="bidirectional"):
+        mlret_padding_mask(2, 3, 3, mask_function=causal_mask_function, attention_mask=mask)
+
+
+def test_attention_function_refuses_4d_masks():
+    from mlret_plugin.attention.hf import mlret_sparse_attention_forward
+
+    module = torch.nn.Module()
+    module.config = types.SimpleNamespace(mlret_attention=SparsityConfig("local", window=2).to_dict())
+    q = torch.randn(1, 2, 5, 4)
+    with pytest.raises(ValueError, match="2-D key padding mask"):
+        mlret_sparse_attention_forward(module, q, q, q, torch.ones(1, 1, 5, 5, dtype=torch.bool))
+    out, weights = mlret_sparse_attention_forward(module, q, q, q, None)
+    assert out.shape == (1, 5, 2, 4) and weights is None
+
+
+def test_triton_seam_gets_layout_and_padding(monkeypatch):
+    calls = {}
+
+    def fake_kernel(q, k, v, layout, key_padding_mask=None, scale=None):
+        calls.update(layout=layout, kpm=key_padding_mask, scale=scale)
+        return torch.zeros_like(q)
+
+    monkeypatch.setitem(sys.modules, functional.TRITON_MODULE,
+                        types.SimpleNamespace(block_sparse_attention=fake_kernel))
+    monkeypatch.setattr(functional, "resolve_backend", lambda backend, device: "triton")
+    q = torch.randn(2, 3, 40, 8)
+    kpm = torch.ones(2, 40, dtype=torch.bool)
+    config = SparsityConfig("local", window=5, block=16)
+    sparse_attention(q, q, q, config, key_padding_mask=kpm, backend="triton", scale=0.5)
+    assert calls["layout"] is config.layout(40, 3) and calls["layout"].window == 5
+    assert calls["kpm"] is kpm and calls["scale"] == 0.5
+    with pytest.raises(NotImplementedError, match="dropout"):
+        sparse_attention(q, q, q, config, backend="triton", dropout_p=0.1)
+
+
+def test_auto_never_picks_triton_on_cpu(monkeypatch):
+    monkeypatch.setitem(sys.modules, functional.TRITON_MODULE, types.SimpleNamespace(block_sparse_attention=None))
+    assert functional.resolve_backend("auto", torch.device("cpu")) == "torch"
