@@ -271,11 +271,21 @@ def _token_rule(qpos, kpos, window, num_global):
 # ----------------------------------------------------------------------------------------- dense cover
 
 
+@lru_cache(maxsize=32)
+def _cover_mask(layout: BlockLayout, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
+    """The layout's token mask [1, Hl, L, L] (bool, or additive 0 / -inf in ``dtype``), cached per layout."""
+    pattern = layout.token_mask().to(device)[None]
+    if dtype is None:
+        return pattern
+    return torch.zeros(pattern.shape, dtype=dtype, device=device).masked_fill_(~pattern, float("-inf"))
+
+
 def _dense_cover(q, k, v, layout: BlockLayout, kpm, scale, dropout_p):
-    B, H, L, D = q.shape
-    pattern = layout.token_mask().to(q.device)  # [Hl, L, L]
-    mask = pattern[None] if kpm is None else pattern[None] & kpm[:, None, None, :]
-    if kpm is not None:
+    if kpm is None:
+        mask = _cover_mask(layout, q.device, q.dtype)
+    else:
+        pattern = _cover_mask(layout, q.device, None)
+        mask = pattern & kpm[:, None, None, :]
         empty = ~mask.any(-1, keepdim=True)
-        mask = mask | (empty & pattern[None])
+        mask = mask | (empty & pattern)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
