@@ -88,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
                 "sdpa": lambda q, k, v: F.scaled_dot_product_attention(q, k, v),
                 "torch": lambda q, k, v: layout_attention(q, k, v, layout),
             }
-            for label, wrap in (("fwd", lambda f: (lambda: f(q, k, v))), ("fwd+bwd", lambda f: with_backward(f, q, k, v))):
-                times = {peer: best_time(wrap(fn), args.repeats, device) for peer, fn in peers.items()}
+            for label, backward in (("fwd", False), ("fwd+bwd", True)):
+                times = {peer: best_time(with_backward(fn, q, k, v) if backward else (lambda fn=fn: fn(q, k, v)),
+                                         args.repeats, device) for peer, fn in peers.items()}
                 print(f"{L:>6} {name:<16} {layout.density:>7.3f} {label:<8} {times['triton']:>9.4f} "
                       f"{times['sdpa']:>9.4f} {times['torch']:>9.4f} {times['sdpa'] / times['triton']:>11.2f} "
                       f"{times['torch'] / times['triton']:>12.2f}")

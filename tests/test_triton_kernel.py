@@ -352,12 +352,29 @@ def test_transposed_lut_lists_the_query_blocks_of_each_key_block():
             assert (lut_t[h, kb, nnz_t[h, kb]:] == -1).all()
 
 
-def test_launch_config_is_set_for_every_block_and_head_dim():
+def test_launch_config_fits_h100_shared_memory():
     for block in tk.BLOCK_SIZES:
         for d in (16, 64, 128):
-            for backward in (False, True):
-                cfg = tk.launch_config(block, d, backward)
-                assert cfg["num_warps"] in (2, 4, 8) and cfg["num_stages"] in (2, 3)
+            for elem in (2, 4):
+                for backward in (False, True):
+                    cfg = tk.launch_config(block, d, elem, backward)
+                    tile = block * d * elem
+                    used = tile * (2 if backward else 1) + cfg["num_stages"] * 2 * tile
+                    assert cfg["num_stages"] == 1 or used <= tk.SMEM_BUDGET, (block, d, elem, backward, cfg)
+                    assert cfg["num_warps"] in (2, 4, 8)
+    assert tk.launch_config(64, 64, 2, False)["num_stages"] == 3  # the common fp16 case pipelines fully
+    assert tk.launch_config(128, 128, 4, True)["num_stages"] == 1  # fp32 128x128 tiles: no room to pipeline
+    assert tk.launch_config(128, 128, 2, False)["num_stages"] == 2
+
+
+def test_devices_the_kernel_cannot_drive_name_the_fix():
+    if tk.interpreted():
+        pytest.skip("this process runs triton's interpreter, which takes any device")
+    with pytest.raises(RuntimeError, match="runs on CUDA tensors; got meta.*backend='torch'"):
+        tk._check_runtime(torch.device("meta"))
+    if not torch.cuda.is_available():  # this machine: triton has no GPU driver
+        with pytest.raises(RuntimeError, match="Triton cannot drive this CUDA device.*backend='torch'"):
+            tk._check_runtime(torch.device("cuda"))
 
 
 if __name__ == "__main__" and "--worker" in sys.argv:

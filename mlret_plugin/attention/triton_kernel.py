@@ -34,6 +34,7 @@ import weakref
 import torch
 import triton
 import triton.language as tl
+from torch.autograd.function import once_differentiable
 
 from mlret_plugin.attention.layout import BlockLayout
 
@@ -238,17 +239,20 @@ def _bwd_dq_kernel(Q, K, V, DO, LSE, DELTA, DQ, LUT, NNZ, KPM,
 # ------------------------------------------------------------------------------------------ host side
 
 
-def launch_config(block: int, head_dim: int, backward: bool) -> dict[str, int]:
-    """num_warps / num_stages for an H100 (sm_90), by tile size. Unverified on hardware (no GPU here).
+SMEM_BUDGET = 200 * 1024  # H100: 228 KB shared memory per SM, minus room for layout conversions
 
-    Forward: 128x128 tiles with 8 warps; smaller tiles 4 warps. Three pipeline stages fit in shared
-    memory except 128-token tiles at head_dim 128, and the backward keeps five tiles live, so 2 stages.
+
+def launch_config(block: int, head_dim: int, elem_bytes: int, backward: bool) -> dict[str, int]:
+    """num_warps / num_stages for an H100 (sm_90). Unverified on hardware (no GPU here).
+
+    Warps by tile: 128-token tiles 8, 32/64 4, 16 2. Stages: as many (3, 2, else 1) as fit the
+    shared-memory estimate: resident tiles (Q in the forward; K and V in the dK/dV pass) and two
+    streamed tiles per stage (K, V forward; Q, dO backward). Score tiles stay in registers.
     """
-    num_warps = 8 if block >= 128 else 4 if block >= 64 else 2 if block <= 16 else 4
-    if backward:
-        num_stages = 2 if block >= 64 else 3
-    else:
-        num_stages = 2 if (block >= 128 and head_dim > 64) else 3
+    tile = block * max(16, triton.next_power_of_2(head_dim)) * elem_bytes
+    resident = tile * (2 if backward else 1)
+    num_stages = next((st for st in (3, 2) if resident + st * 2 * tile <= SMEM_BUDGET), 1)
+    num_warps = 8 if block >= 128 else 4 if block >= 32 else 2
     return {"num_warps": num_warps, "num_stages": num_stages}
 
 
@@ -418,7 +422,7 @@ def _forward(q, k, v, layout: BlockLayout, kpm, scale: float):
         c["kpm"].stride(0) if c["kpm"] is not None else 0,
         H, L, D, c["window"], int(layout.num_global), scale * math.log2(math.e),
         BLOCK=layout.block, BLOCK_D=c["BLOCK_D"], HAS_KPM=c["kpm"] is not None, HAS_WINDOW=layout.window is not None,
-        PRECISION=_precision(q.dtype), **launch_config(layout.block, D, backward=False),
+        PRECISION=_precision(q.dtype), **launch_config(layout.block, D, q.element_size(), backward=False),
     )
     return o, lse
 
@@ -440,7 +444,7 @@ def _backward(do, q, k, v, o, lse, layout: BlockLayout, kpm, scale: float):
     shared = c["shared"]
     common = dict(BLOCK=layout.block, BLOCK_D=c["BLOCK_D"], HAS_KPM=c["kpm"] is not None,
                   HAS_WINDOW=layout.window is not None, PRECISION=_precision(q.dtype),
-                  **launch_config(layout.block, D, backward=True))
+                  **launch_config(layout.block, D, q.element_size(), backward=True))
     scalars = (H, L, D, c["window"], int(layout.num_global), scale * math.log2(math.e), scale)
     strides = (*q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *do.stride()[:3], *dq.stride()[:3])
     lut_t, nnz_t = t["lut_t"], t["nnz_t"]
@@ -471,6 +475,7 @@ class BlockSparseAttention(torch.autograd.Function):
         return o
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, do):
         q, k, v, o, lse = ctx.saved_tensors
         dq, dk, dv = _backward(do, q, k, v, o, lse, ctx.layout, ctx.key_padding_mask, ctx.scale)
