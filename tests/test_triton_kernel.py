@@ -215,6 +215,9 @@ FAST_CASES = [
          scale=0.3),
     case("L100-b32-local-global-pad-fp16", 2, 2, 100, 32, 32, {"kind": "local", "window": 10, "global": 1},
          lengths=[100, 60], dtype="float16"),
+    case("L257-b64-band", 1, 1, 257, 16, 64, {"kind": "band", "width": 1}),
+    case("L257-b128-local-global-pad", 2, 1, 257, 32, 128, {"kind": "local", "window": 60, "global": 1},
+         lengths=[257, 140]),
     case("L100-config-local", 2, 2, 100, 32, 32,
          {"kind": "config", "config": {"kind": "local", "block": 32, "window": 12, "num_global": 1}},
          lengths=[100, 81]),
@@ -228,7 +231,6 @@ SLOW_CASES = [
          lengths=[257, 130]),
     case("L257-b32-bigbird-perhead-pad", 2, 2, 257, 64, 32, {"kind": "bigbird", "band": 1, "global": 1, "random": 1,
                                                              "per_head": True, "seed": 5}, lengths=[257, 200]),
-    case("L257-b64-band", 1, 1, 257, 16, 64, {"kind": "band", "width": 1}),
     case("L128-b64-D128-local", 1, 1, 128, 128, 64, {"kind": "local", "window": 30}),
 ]
 
