@@ -71,7 +71,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-flex", action="store_true", help="skip compiled FlexAttention (slow to compile)")
     parser.add_argument("--no-backward", action="store_true")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     patterns = {
         f"local w={args.window}": SparsityConfig("local", window=args.window),
