@@ -43,6 +43,8 @@ def flex_runner(config: SparsityConfig, L: int, H: int):
     """Compiled FlexAttention with the layout's exact token mask."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
+    # A fresh compile cache per shape/pattern: past dynamo's recompile limit Flex silently runs eagerly (slow).
+    torch._dynamo.reset()
     layout = config.layout(L, H)
     if layout.window is not None:
         w, g = layout.window, layout.num_global
