@@ -204,6 +204,13 @@ class BM25Retriever:
         self.threads = threads
         self.show_progress_bar = show_progress_bar
         self._searchers: dict[tuple[Path, str], object] = {}
+        self._index_paths: dict[tuple[Path, str, str], Path] = {}
+        # Fail fast: a missing / unusable Java is reported here, before any dataset or model work.
+        from mlret_plugin.evaluation.java import lucene_searcher_class, start_jvm
+
+        start_jvm()
+        if engine == "pyserini":
+            lucene_searcher_class()
 
     def __repr__(self) -> str:
         return f"BM25Retriever(k1={self.k1}, b={self.b})"
@@ -213,12 +220,18 @@ class BM25Retriever:
     def index_dir(self, collection: str, lang: str) -> Path:
         """The Lucene index of ``collection``'s candidates in ``lang``, built on first use."""
         analysis = analysis_for(lang)  # fails before loading anything for a language without an analyzer
+        root = self.cache_dir if self.cache_dir is not None else default_cache_dir()
+        key = (root, collection, lang)
+        if key not in self._index_paths:  # checked once per retriever: cross / pool runs reuse it
+            self._index_paths[key] = self._find_or_build(root, collection, lang, analysis)
+        return self._index_paths[key]
+
+    def _find_or_build(self, root: Path, collection: str, lang: str, analysis: LanguageAnalysis) -> Path:
         docs = _language_docs(collection, lang)
         if not docs:
             raise ValueError(f"{collection}/{lang} has no candidates to index")
         fingerprint = docs_fingerprint(docs)
         pyserini_version = version("pyserini")
-        root = self.cache_dir if self.cache_dir is not None else default_cache_dir()
         path = root / collection / lang / f"{analysis.analyzer_id}--pyserini-{pyserini_version}--v{INDEX_FORMAT}-{fingerprint}"
         if (path / METADATA_FILE).is_file():
             return path
