@@ -163,6 +163,16 @@ def test_interrupted_build_leaves_no_index(jvm, tmp_path, error):
     assert list((tmp_path / "cache").iterdir()) == []  # the temporary folder is gone too
 
 
+def test_a_build_killed_earlier_is_cleaned_up(jvm, tmp_path):
+    target = tmp_path / "cache" / "index"
+    dead = target.parent / f".{target.name}.tmp-{2**22 + 12345}-deadbeef"  # above Linux's pid_max: no such process
+    dead.mkdir(parents=True)
+    (dead / "_0.cfs").write_text("half an index")
+    bm25.build_index([Doc("en-1", "apple")], analysis_for("en"), target, {}, show_progress_bar=False)
+    assert not dead.exists() and (target / bm25.METADATA_FILE).is_file()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["index"]
+
+
 def test_index_is_cached_per_language_and_reused(jvm, lareqa_home, tmp_path, monkeypatch):
     retriever = bm25.BM25Retriever(cache_dir=tmp_path / "idx", show_progress_bar=False)
     path = retriever.index_dir("xquad-r", "de")

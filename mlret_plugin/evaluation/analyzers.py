@@ -86,7 +86,8 @@ def _unsupported_message(lang: str) -> str:
 def analysis_for(lang: str) -> LanguageAnalysis:
     """The analysis for a language code; ``UnsupportedLanguageError`` when there is none."""
     if lang in PYSERINI_ANALYZERS:
-        return LanguageAnalysis(lang, f"pyserini-{lang}-{PYSERINI_ANALYZERS[lang]}", f"Pyserini's {PYSERINI_ANALYZERS[lang]}")
+        name = PYSERINI_ANALYZERS[lang]
+        return LanguageAnalysis(lang, f"pyserini-{lang}-{name}", f"Pyserini's {name}")
     if lang == "el":
         return LanguageAnalysis(lang, "lucene-GreekAnalyzer", "Lucene's GreekAnalyzer")
     if lang == "th":

@@ -12,7 +12,8 @@ of them. Lucene's ``IndexWriter`` is driven directly (through jnius) because Pys
 take an arbitrary Lucene analyzer (Greek, our Thai / Vietnamese analysis); documents follow Anserini's
 layout (``id`` stored + binary doc values, ``contents`` analysed), so Pyserini's ``LuceneSearcher``
 searches them, and so does Pyserini's own CLI given the same analyzer. An index is built in a temporary
-folder and renamed into place: an interrupted build leaves no index behind.
+folder and renamed into place: an interrupted build leaves no index behind (the temporary folder of a
+killed process is removed by the next build of that index).
 
 Searching (``engine``): by default ``"lucene"``: Lucene's ``BM25Similarity(k1, b)`` (Pyserini's defaults
 0.9 / 0.4) with the query built by Anserini's ``BagOfWordsQueryGenerator``, i.e. what Pyserini's
@@ -90,6 +91,28 @@ def _language_docs(collection: str, lang: str) -> list:
     return list(Subset(collection, (lang,), (lang,)).load().docs_iter())
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_builds(index_dir: Path) -> None:
+    """Delete temporary folders of builds of ``index_dir`` whose process is gone (killed mid-build)."""
+    for tmp in index_dir.parent.glob(f".{index_dir.name}.tmp-*"):
+        try:
+            pid = int(tmp.name.rsplit("-", 2)[1])
+        except (IndexError, ValueError):
+            continue
+        if not _pid_alive(pid):
+            log.info("removing %s, left by an interrupted BM25 index build", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def build_index(docs: Iterable, analysis: LanguageAnalysis, index_dir: Path, metadata: dict,
                 total: int | None = None, show_progress_bar: bool = True) -> Path:
     """Write a Lucene index of ``docs`` (``doc_id``, ``text``) at ``index_dir``, atomically.
@@ -103,6 +126,7 @@ def build_index(docs: Iterable, analysis: LanguageAnalysis, index_dir: Path, met
     from mlret_plugin.evaluation.java import jclass
 
     index_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(index_dir)
     tmp = index_dir.parent / f".{index_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         directory = jclass("org.apache.lucene.store.FSDirectory").open(jclass("java.io.File")(str(tmp)).toPath())
@@ -232,7 +256,8 @@ class BM25Retriever:
             raise ValueError(f"{collection}/{lang} has no candidates to index")
         fingerprint = docs_fingerprint(docs)
         pyserini_version = version("pyserini")
-        path = root / collection / lang / f"{analysis.analyzer_id}--pyserini-{pyserini_version}--v{INDEX_FORMAT}-{fingerprint}"
+        name = f"{analysis.analyzer_id}--pyserini-{pyserini_version}--v{INDEX_FORMAT}-{fingerprint}"
+        path = root / collection / lang / name
         if (path / METADATA_FILE).is_file():
             return path
         if path.exists():
@@ -288,7 +313,8 @@ class BM25Retriever:
         return run
 
     def run(self, subset: "mlret_plugin.datasets.Subset | str", depth: int = 1000) -> dict[str, dict[str, float]]:
-        """ir_measures-style run {query_id: {doc_id: score}}; every query of the subset appears (an empty dict when nothing matched)."""
+        """ir_measures-style run {query_id: {doc_id: score}}; every query of the subset appears (an empty
+        dict when nothing matched). ``subset``: a dataset id or a ``Subset`` (pools over chosen languages too)."""
         subset = _subset(subset)
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")

@@ -94,7 +94,8 @@ def _check_running_jvm() -> None:
 
 def start_jvm() -> None:
     """Start the JVM for Pyserini once per process (idempotent); a clear error if that is impossible."""
-    os.environ.setdefault("OPENAI_API_KEY", OPENAI_PLACEHOLDER)
+    if not os.environ.get("OPENAI_API_KEY"):
+        os.environ["OPENAI_API_KEY"] = OPENAI_PLACEHOLDER
     import jnius_config
 
     if jnius_config.vm_running or "jnius" in sys.modules:
