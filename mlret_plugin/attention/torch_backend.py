@@ -3,11 +3,12 @@
 Only the listed blocks are computed, and always through the fused ``scaled_dot_product_attention``
 (on CPU its flash kernel) on 4-D tensors, because that is where PyTorch is fast:
 
-- ``banded`` (layouts with a token window, i.e. the local pattern): query blocks go along SDPA's head
-  dimension (``[B*H, n_blocks, qb, D]``, a free view) and each block's keys are a strided view into the
-  padded key tensor (``unfold``: no copy). One band mask ``[1, n_blocks, qb, span]`` broadcasts over
-  batch and heads; with key padding the batch is looped so the mask still broadcasts over heads. Global
-  tokens add their keys to every block (one copy) and their query rows run densely.
+- ``banded`` (layouts with a token window, i.e. the local pattern), per sequence: heads go along SDPA's
+  batch dimension and query blocks along its head dimension (``[H, n_blocks, qb, D]``, a free view);
+  each block's keys are a strided ``unfold`` view into the key tensor (no copy). Interior blocks share
+  one cached additive band mask ``[qb, span]`` that broadcasts over heads and blocks (it stays in
+  cache); only the few edge blocks, whose band leaves the sequence, get padded keys and their own mask.
+  Global tokens add their keys to every block (one copy) and their query rows run densely.
 - ``gathered`` (any layout): the listed key blocks of each query block are gathered (``[B*H, n_blocks,
   max_nnz*block, D]``), with a query-independent mask for the -1 padding and key padding. Rows that list
   more than half of all blocks (global rows) run densely instead, so they do not inflate ``max_nnz``.
