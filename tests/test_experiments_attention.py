@@ -106,6 +106,7 @@ def test_noise_changes_candidates_only(lareqa_home, tiny_model):
     (["--pool-sizes", "2,12"], "exceeds the 11 languages"),
     (["--noise", "1", "--candidates", "sentence"], "needs --candidates context"),
     (["--max-seq-length", "100000"], "position embeddings"),
+    (["--finetune-steps", "2", "--finetune-batch-size", "64"], "distinct groups"),
 ])
 def test_bad_input_fails_before_the_grid(lareqa_home, tiny_model, tmp_path, capsys, argv, message):
     out = tmp_path / "out"
@@ -128,3 +129,18 @@ def test_model_that_cannot_swap_attention_is_rejected(tmp_path, capsys):
     assert code == 2
     assert "Transformer" in capsys.readouterr().err
     _ = Pooling
+
+
+def test_finetune_after_swap(lareqa_home, tiny_model, tmp_path):
+    out = tmp_path / "ft"
+    code = main(["experiment", "attention", "--collection", "xquad-r", "--model", tiny_model,
+                 "--variants", "dense,local:window=4", "--noise", "0", "--pool-sizes", "2", "--candidates", "sentence",
+                 "--finetune-steps", "2", "--finetune-alpha", "0.5", "--finetune-batch-size", "4", "--out", str(out)])
+    assert code == 0
+    cells = [json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()]
+    assert len(cells) == 2
+    for cell in cells:
+        assert cell["params"]["finetune"]["train"] == "mlqa-r"  # zero-shot default: the other collection
+        assert cell["info"]["finetune"]["steps"] == 2
+        assert {r["finetune_steps"] for r in cell["rows"]} == {2}
+    assert "fine-tuned 2 steps after the swap on mlqa-r" in (out / "report.md").read_text()

@@ -45,6 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     at.add_argument("--finetune-steps", type=int, default=0, help="short hybrid fine-tune after each swap (0: zero-shot)")
     at.add_argument("--finetune-train", default=None, help="training data id / JSONL (default: the other collection)")
     at.add_argument("--finetune-alpha", type=float, default=0.5)
+    at.add_argument("--finetune-batch-size", type=int, default=16, help="pairs per fine-tuning batch")
     at.add_argument("--seed", type=int, default=0, help="seeds the noise, the pool order and fine-tuning")
     at.add_argument("--out", required=True, help="output folder (reuse it to resume)")
     at.set_defaults(func=run_attention_cli)
@@ -88,6 +89,7 @@ def run_attention_cli(args: argparse.Namespace) -> int:
             candidates=args.candidates, mixed_noise=args.mixed_noise, seed=args.seed,
             max_seq_length=args.max_seq_length, batch_size=args.batch_size, backend=args.backend,
             finetune_steps=args.finetune_steps, finetune_train=args.finetune_train, finetune_alpha=args.finetune_alpha,
+            finetune_batch_size=args.finetune_batch_size,
         )
     except (ValueError, TypeError, FileNotFoundError) as e:
         return _fail(e)

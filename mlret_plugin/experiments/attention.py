@@ -27,6 +27,7 @@ from mlret_plugin.experiments.variants import AttentionVariant, parse_variants
 log = logging.getLogger(__name__)
 
 MEASURES = ("AP", "R@1", "R@10", "MaxRankDist")
+FINETUNE_PASSAGES = "text+context"  # long training inputs, so the sparse pattern is what gets trained
 TRAIN_FOR = {"xquad-r": "mlqa-r", "mlqa-r": "xquad-r"}  # zero-shot: fine-tune on the other collection
 
 
@@ -50,6 +51,7 @@ class AttentionGrid:
     finetune_batch_size: int = 16
     model_label: str = ""
     resolved_model: str = field(default="", repr=False)
+    train_data: object = field(default=None, repr=False)  # loaded and checked by build_grid
 
     def cells(self) -> list[tuple[AttentionVariant, float, int]]:
         return [(v, n, p) for v in self.variants for n in self.noise for p in self.pool_sizes]
@@ -116,6 +118,11 @@ def build_grid(collection: str, model: str, variants: str, noise: str, pool_size
         grid.finetune_train = TRAIN_FOR[collection]
     if not 0 <= grid.finetune_alpha <= 1:
         raise ValueError(f"--finetune-alpha {grid.finetune_alpha}; expected a value in [0, 1]")
+    if grid.finetune_steps:
+        from mlret_plugin.experiments.finetune import check_batches, load_train_data
+
+        grid.train_data = load_train_data(grid.finetune_train, passage_field=FINETUNE_PASSAGES)
+        check_batches(grid.train_data, grid.finetune_batch_size, grid.finetune_alpha)
     path = resolve_model_spec(model)
     if path is None:
         raise ValueError(f"--model {model}: no dense model is available")
@@ -143,58 +150,75 @@ def run_attention_grid(grid: AttentionGrid, model=None, progress: bool = True) -
 
     from mlret_plugin.evaluation.lareqa import run_lareqa
     from mlret_plugin.experiments.noisy_dense import NoisyDenseRetriever
-    from mlret_plugin.experiments.report import add_degradation, rows_of, write_attention_outputs
     from mlret_plugin.model import set_attention
 
     cache = CellCache(grid.out / "cells.jsonl")
     cells = grid.cells()
     done = sum(grid.params(*c) in cache for c in cells)
     bar = tqdm(total=len(cells), initial=done, desc="attention grid", unit="cell", disable=not progress)
-    train_data = None
-    for variant in grid.variants:
-        todo = [(n, p) for n in grid.noise for p in grid.pool_sizes if grid.params(variant, n, p) not in cache]
-        if not todo:
-            continue
-        if model is None or grid.finetune_steps:
-            model = load_swappable(grid.resolved_model, grid.max_seq_length)  # fresh weights per fine-tuned variant
-        set_attention(model, variant.kind, backend=grid.backend, **variant.config)
-        train_info = {}
-        if grid.finetune_steps:
-            from mlret_plugin.experiments.finetune import finetune, load_train_data
+    try:
+        train_data = grid.train_data
+        for variant in grid.variants:
+            todo = [(n, p) for n in grid.noise for p in grid.pool_sizes if grid.params(variant, n, p) not in cache]
+            if not todo:
+                continue
+            if model is None or grid.finetune_steps:
+                model = load_swappable(grid.resolved_model, grid.max_seq_length)  # fresh weights per fine-tuned variant
+            set_attention(model, variant.kind, backend=grid.backend, **variant.config)
+            train_info = {}
+            if grid.finetune_steps:
+                from mlret_plugin.experiments.finetune import finetune, load_train_data
 
-            if train_data is None:
-                train_data = load_train_data(grid.finetune_train, passage_field="text+context")
-            train_info = finetune(model, train_data, grid.finetune_alpha, grid.finetune_steps,
-                                  batch_size=grid.finetune_batch_size, seed=grid.seed, show_progress_bar=progress)
-        shared_queries: dict = {}
-        for noise in grid.noise:
-            retriever = None
-            for pool_size in grid.pool_sizes:
-                params = grid.params(variant, noise, pool_size)
-                if params in cache:
-                    continue
-                langs = pool_languages(grid.collection, pool_size, grid.seed)
-                bar.set_postfix_str(f"{variant.label} noise={noise:g} pool={pool_size}")
-                if retriever is None:
-                    retriever = NoisyDenseRetriever(
-                        model, NoiseSpec(noise, mixed=grid.mixed_noise, seed=grid.seed), shared_queries=shared_queries,
-                        candidates=grid.candidates, batch_size=grid.batch_size, show_progress_bar=False,
-                        name=f"{variant.label}@noise={noise:g}",
-                    )
-                start = time.perf_counter()
-                rows = run_lareqa(grid.collection, [retriever], langs=langs, measures=MEASURES, progress=False)
-                info = {"seconds": time.perf_counter() - start, "noise": retriever.stats_for(langs),
-                        "finetune": train_info, "max_seq_length": model.max_seq_length}
-                cache.put(params, _annotate(rows, grid, variant, noise, pool_size), info)
-                bar.update(1)
+                if train_data is None:
+                    train_data = load_train_data(grid.finetune_train, passage_field=FINETUNE_PASSAGES)
+                train_info = finetune(model, train_data, grid.finetune_alpha, grid.finetune_steps,
+                                      batch_size=grid.finetune_batch_size, seed=grid.seed, show_progress_bar=progress)
+            shared_queries: dict = {}
+            for noise in grid.noise:
+                retriever = None
+                for pool_size in grid.pool_sizes:
+                    params = grid.params(variant, noise, pool_size)
+                    if params in cache:
+                        continue
+                    langs = pool_languages(grid.collection, pool_size, grid.seed)
+                    bar.set_postfix_str(f"{variant.label} noise={noise:g} pool={pool_size}")
+                    if retriever is None:
+                        retriever = NoisyDenseRetriever(
+                            model, NoiseSpec(noise, mixed=grid.mixed_noise, seed=grid.seed), shared_queries=shared_queries,
+                            candidates=grid.candidates, batch_size=grid.batch_size, show_progress_bar=False,
+                            name=f"{variant.label}@noise={noise:g}",
+                        )
+                    start = time.perf_counter()
+                    rows = run_lareqa(grid.collection, [retriever], langs=langs, measures=MEASURES, progress=False)
+                    info = {"seconds": time.perf_counter() - start, "noise": retriever.stats_for(langs),
+                            "finetune": train_info, "max_seq_length": model.max_seq_length}
+                    cache.put(params, _annotate(rows, grid, variant, noise, pool_size), info)
+                    bar.update(1)
+    except KeyboardInterrupt:
+        bar.close()
+        _write_attention(grid, cache, cells, interrupted=True)
+        raise
     bar.close()
-    ordered = [cache.get(grid.params(*c)) for c in cells]
+    return _write_attention(grid, cache, cells)
+
+
+def _write_attention(grid: AttentionGrid, cache: CellCache, cells: list, interrupted: bool = False) -> list[dict]:
+    """Outputs from the finished cells (all of them, or those done before an interruption)."""
+    from mlret_plugin.experiments.report import add_degradation, rows_of, write_attention_outputs
+
+    ordered = [cell for cell in (cache.get(grid.params(*c)) for c in cells) if cell is not None]
+    if not ordered:
+        return []
     for cell in ordered:
         achieved = cell["info"].get("noise", {}).get("achieved_level")
         for row in cell["rows"]:
             row.setdefault("achieved_noise", achieved)
     rows = add_degradation(rows_of(ordered))
-    write_attention_outputs(rows, grid.out, _header(grid, ordered))
+    header = _header(grid, ordered)
+    if interrupted:
+        header += (f"\n\n**Interrupted: {len(ordered)} of {len(cells)} cells finished.** Rerun the same command to "
+                   "resume.")
+    write_attention_outputs(rows, grid.out, header)
     return rows
 
 

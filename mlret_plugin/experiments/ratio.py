@@ -131,6 +131,7 @@ class RatioGrid:
     eval_batch_size: int = 64
     include_untrained: bool = True
     _langs: tuple = field(default=(), repr=False)
+    train_data: object = field(default=None, repr=False)  # loaded and checked by build_ratio_grid
 
     def cells(self) -> list[tuple[ModelSpec, float | None]]:
         alphas = ([None] if self.include_untrained else []) + list(self.alphas)
@@ -165,6 +166,11 @@ def build_ratio_grid(train: str, eval_collection: str, models: str, alphas: str,
     grid._langs = check_langs(eval_collection, langs)
     if grid.candidates not in ("context", "sentence"):
         raise ValueError(f"--candidates {grid.candidates!r}; expected context or sentence")
+    from mlret_plugin.experiments.finetune import check_batches, load_train_data
+
+    grid.train_data = load_train_data(grid.train, passage_field=grid.passage_field)
+    for alpha in grid.alphas:  # too few groups / a language too small for X-X: fail before any cell
+        check_batches(grid.train_data, grid.batch_size, alpha)
     for spec in grid.models:  # loads each once: missing folders, bad layer counts fail here
         load_sized(spec)
     return grid
@@ -176,40 +182,57 @@ def run_ratio_grid(grid: RatioGrid, progress: bool = True) -> list[dict]:
     from mlret_plugin.evaluation.dense import DenseRetriever
     from mlret_plugin.evaluation.lareqa import run_lareqa
     from mlret_plugin.experiments.finetune import finetune, load_train_data
-    from mlret_plugin.experiments.report import rows_of, write_ratio_outputs
 
     cache = CellCache(grid.out / "cells.jsonl")
     cells = grid.cells()
     bar = tqdm(total=len(cells), initial=sum(grid.params(*c) in cache for c in cells), desc="ratio grid",
                unit="cell", disable=not progress)
-    train_data = None
-    for spec, alpha in cells:
-        params = grid.params(spec, alpha)
-        if params in cache:
-            continue
-        bar.set_postfix_str(f"{spec.label} alpha={'untrained' if alpha is None else alpha}")
-        model, n_params, total_layers = load_sized(spec)
-        start = time.perf_counter()
-        train_info = {}
-        if alpha is not None:
-            if train_data is None:
-                train_data = load_train_data(grid.train, passage_field=grid.passage_field)
-            train_info = finetune(model, train_data, alpha, grid.max_steps, batch_size=grid.batch_size,
-                                  learning_rate=grid.learning_rate, seed=grid.seed, show_progress_bar=progress)
-        train_seconds = time.perf_counter() - start
-        retriever = DenseRetriever(model, candidates=grid.candidates, batch_size=grid.eval_batch_size,
-                                   show_progress_bar=False, name=f"{spec.label}@alpha={alpha}")
-        rows = run_lareqa(grid.eval_collection, [retriever], langs=grid._langs, measures=MEASURES, progress=False)
-        extra = {"experiment": "ratio", "model": spec.label, "layers": spec.layers or total_layers,
-                 "params": n_params, "alpha": alpha, "steps": train_info.get("steps", 0), "train": params["train"],
-                 "candidates": grid.candidates}
-        info = {"train_seconds": train_seconds, "eval_seconds": time.perf_counter() - start - train_seconds, **train_info}
-        cache.put(params, [{**r, **extra} for r in rows], info)
-        bar.update(1)
+    try:
+        train_data = grid.train_data
+        for spec, alpha in cells:
+            params = grid.params(spec, alpha)
+            if params in cache:
+                continue
+            bar.set_postfix_str(f"{spec.label} alpha={'untrained' if alpha is None else alpha}")
+            model, n_params, total_layers = load_sized(spec)
+            start = time.perf_counter()
+            train_info = {}
+            if alpha is not None:
+                if train_data is None:
+                    train_data = load_train_data(grid.train, passage_field=grid.passage_field)
+                train_info = finetune(model, train_data, alpha, grid.max_steps, batch_size=grid.batch_size,
+                                      learning_rate=grid.learning_rate, seed=grid.seed, show_progress_bar=progress)
+            train_seconds = time.perf_counter() - start
+            retriever = DenseRetriever(model, candidates=grid.candidates, batch_size=grid.eval_batch_size,
+                                       show_progress_bar=False, name=f"{spec.label}@alpha={alpha}")
+            rows = run_lareqa(grid.eval_collection, [retriever], langs=grid._langs, measures=MEASURES, progress=False)
+            extra = {"experiment": "ratio", "model": spec.label, "layers": spec.layers or total_layers,
+                     "params": n_params, "alpha": alpha, "steps": train_info.get("steps", 0), "train": params["train"],
+                     "candidates": grid.candidates}
+            info = {"train_seconds": train_seconds, "eval_seconds": time.perf_counter() - start - train_seconds, **train_info}
+            cache.put(params, [{**r, **extra} for r in rows], info)
+            bar.update(1)
+    except KeyboardInterrupt:
+        bar.close()
+        _write_ratio(grid, cache, cells, interrupted=True)
+        raise
     bar.close()
-    ordered = [cache.get(grid.params(*c)) for c in cells]
+    return _write_ratio(grid, cache, cells)
+
+
+def _write_ratio(grid: RatioGrid, cache: CellCache, cells: list, interrupted: bool = False) -> list[dict]:
+    """Outputs from the finished cells (all of them, or those done before an interruption)."""
+    from mlret_plugin.experiments.report import rows_of, write_ratio_outputs
+
+    ordered = [cell for cell in (cache.get(grid.params(*c)) for c in cells) if cell is not None]
+    if not ordered:
+        return []
     rows = rows_of(ordered)
-    write_ratio_outputs(rows, grid.out, _header(grid, ordered))
+    header = _header(grid, ordered)
+    if interrupted:
+        header += (f"\n\n**Interrupted: {len(ordered)} of {len(cells)} cells finished.** Rerun the same command to "
+                   "resume.")
+    write_ratio_outputs(rows, grid.out, header)
     return rows
 
 
