@@ -108,28 +108,28 @@ def tiny_config(arch: str, tokenizer: PreTrainedTokenizerFast, hidden: int = 48,
     raise ValueError(f"unknown tiny arch {arch!r}; expected one of {ARCHS}")
 
 
-def tiny_hf_dir(arch: str, tmp_path: str | Path, seed: int = 0) -> Path:
+def tiny_hf_dir(arch: str, tmp_path: str | Path, seed: int = 0, heads: int = 4) -> Path:
     """Save a random-weight HF model of ``arch`` plus the tiny tokenizer to ``tmp_path/hf-{arch}``."""
     from transformers import AutoModel
 
-    out = Path(tmp_path) / f"hf-{arch}"
+    out = Path(tmp_path) / (f"hf-{arch}" if heads == 4 else f"hf-{arch}-h{heads}")
     if (out / "config.json").is_file():
         return out
     tokenizer = train_tiny_tokenizer(out)
     torch.manual_seed(seed)
-    model = AutoModel.from_config(tiny_config(arch, tokenizer))
+    model = AutoModel.from_config(tiny_config(arch, tokenizer, heads=heads))
     model.save_pretrained(str(out))
     return out
 
 
-def tiny_sentence_transformer(arch: str = "bert", tmp_path: str | Path | None = None, seed: int = 0):
+def tiny_sentence_transformer(arch: str = "bert", tmp_path: str | Path | None = None, seed: int = 0, heads: int = 4):
     """A SentenceTransformer (Transformer + mean Pooling) around a random tiny ``arch`` encoder."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
 
     if tmp_path is None:
         tmp_path = tempfile.mkdtemp(prefix="tiny-st-")
-    transformer = Transformer(str(tiny_hf_dir(arch, tmp_path, seed)), max_seq_length=512)
+    transformer = Transformer(str(tiny_hf_dir(arch, tmp_path, seed, heads)), max_seq_length=512)
     pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
     return SentenceTransformer(modules=[transformer, pooling], device="cpu")
 

@@ -50,6 +50,13 @@ def triton_available() -> tuple[bool, str]:
     return True, ""
 
 
+def _triton_interpreted() -> bool:
+    # Triton's interpreter runs the kernel on CPU tensors: slow, but it proves the HF -> kernel route here.
+    from mlret_plugin.attention import triton_kernel
+
+    return triton_kernel.interpreted()
+
+
 def resolve_backend(backend: str, device: torch.device) -> str:
     """'auto' -> 'triton' on CUDA when the kernel imports, else 'torch'. Explicit choices are checked, not switched."""
     if backend not in BACKENDS:
@@ -59,8 +66,11 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     ok, why = triton_available() if device.type == "cuda" or backend == "triton" else (False, "")
     if backend == "auto":
         return "triton" if (device.type == "cuda" and ok) else "torch"
-    if device.type != "cuda":
-        raise RuntimeError(f"backend='triton' needs CUDA tensors; got {device.type}. Use backend='torch' (or 'auto').")
+    if device.type != "cuda" and not (ok and device.type == "cpu" and _triton_interpreted()):
+        raise RuntimeError(
+            f"backend='triton' needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1 set before triton is "
+            f"imported); got {device.type}. Use backend='torch' (or 'auto')."
+        )
     if not ok:
         raise RuntimeError(f"backend='triton' is not available: {why}. Use backend='torch' (or 'auto').")
     return "triton"
