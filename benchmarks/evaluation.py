@@ -7,6 +7,11 @@
 
 Prints the scoring/measure time ("everything after encoding") as a fraction of encoding time (goal <= 25%)
 and the process's peak RSS (goal < 4 GB). Needs the real data (``mlret datasets seed ../shared/data/lareqa``).
+
+Measured 2026-11-22 on 2 cores: random mode (quiet machine) scoring 72 s vs 741 s extrapolated context
+encoding = 9.7%, peak RSS 1.07 GB; minilm mode (machine loaded by other jobs, load avg ~10) scoring 114.5 s
+vs 3158 s encoding = 3.6%, peak RSS 1.58 GB. Random embeddings are the worst case for truncation (92% of the
+full run kept). With --candidates sentence encoding is ~200 s, so the random-mode ratio would be ~36%.
 """
 from __future__ import annotations
 
