@@ -27,9 +27,10 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, default=100)
     parser.add_argument("--alphas", default="0,0.5,1")
     parser.add_argument("--eval-langs", default="en,de,es,vi")
+    parser.add_argument("--models", default="offline-minilm:layers=2,offline-minilm:layers=4,offline-minilm")
     parser.add_argument("--quick", action="store_true", help="2 sizes, 1 alpha, 5 steps, 2 languages (a smoke run)")
     args = parser.parse_args(argv)
-    models = "offline-minilm:layers=2,offline-minilm:layers=4,offline-minilm"
+    models = args.models
     alphas, steps, langs = args.alphas, args.max_steps, args.eval_langs
     if args.quick:
         models, alphas, steps, langs = "offline-minilm:layers=2,offline-minilm", "0.5", 5, "en,de"

@@ -73,7 +73,8 @@ def token_counter(tokenizer=None) -> Callable[[str], int]:
         return lambda text: len(text.split())
 
     def count(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        # verbose=False: counting a text longer than the model's max length is intended here, not a mistake
+        return len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
     return count
 

@@ -130,6 +130,7 @@ def plot_vs(rows: list[dict], x: str, fixed: str, path: Path, measure: str = "AP
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
                     label=f"{variant} ({'noise' if fixed == 'noise' else 'pool'} {f:g})")
         ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xticks(sorted({r[x] for r in summary}))
         ax.set_title(f"{setting.capitalize()}")
         ax.set_xlabel("noise level (distractor / original tokens)" if x == "noise" else "pool size (languages)")
     axes[0].set_ylabel(f"Δ{measure} vs dense")
@@ -191,6 +192,7 @@ def plot_ratio(rows: list[dict], path: Path, measure: str = "AP") -> Path | None
         for model, points in lines.items():
             points.sort()
             ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=model)
+        ax.set_xticks(sorted({r["alpha"] for r in summary}))
         ax.set_title(setting.capitalize())
         ax.set_xlabel("alpha (share of monolingual X-X batches)")
     axes[0].set_ylabel(f"m{measure}")
