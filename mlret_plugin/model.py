@@ -160,6 +160,7 @@ def load_model(name_or_path: str | Path, attention: str | SparsityConfig | dict 
                backend: str | None = None, device: str | None = None, **config: Any) -> SentenceTransformer:
     """Load a sentence-transformers model (or a plain transformers encoder) with swappable attention.
 
+    The returned model's ``fit`` honours ``mlret_plugin.training.HybridDataLoader``.
     ``attention=None`` keeps the saved pattern (dense for models not saved by this plugin); a kind name
     plus keyword options (window=, block=, num_global=, ...) sets one. ``trust_remote_code`` is never
     needed: only this module's class is allowed in besides sentence_transformers' own."""
@@ -178,7 +179,10 @@ def load_model(name_or_path: str | Path, attention: str | SparsityConfig | dict 
     if attention is not None or config or backend is not None:
         module.set_attention(attention if attention is not None else module.attention_config, backend=backend,
                              **config)
-    return model
+    # sentence-transformers 6's fit() would turn a HybridDataLoader into round-robin sampling.
+    from mlret_plugin.training.fit import enable_hybrid_fit
+
+    return enable_hybrid_fit(model)
 
 
 __all__ = ["AttentionSwapTransformer", "check_swappable", "load_model", "set_attention"]

@@ -122,3 +122,16 @@ def test_hybrid_loader_iterates_pairs(rows):
     batch = next(iter(loader))
     assert set(batch) == {"anchor", "positive"} and len(batch["anchor"]) == 4
     assert all(a.split()[0] != p.split()[0] for a, p in zip(batch["anchor"], batch["positive"]))
+
+
+def test_fit_of_a_model_from_load_model_sees_hybrid_batches(rows, tmp_path):
+    from tiny_models import tiny_model_dir
+
+    import mlret_plugin
+
+    model = mlret_plugin.load_model(str(tiny_model_dir("bert", tmp_path)), "local", window=4)
+    loss = RecordingLoss(model, rows)
+    loader = HybridDataLoader(parallel_dataset(rows), batch_size=4, alpha=0.0, seed=3, drop_last=True)
+    model.fit([(loader, loss)], epochs=1, warmup_steps=1, show_progress_bar=False)
+    assert len(loss.seen) == 6
+    assert_hybrid(loss.seen, 4, {"X-Y"})
