@@ -106,3 +106,10 @@ def test_bad_arguments(lareqa_home, tiny):
         run_lareqa("xquad-r", [dense, dense], langs=["en"], progress=False)
     with pytest.raises(ValueError, match="setting"):
         run_lareqa("xquad-r", [dense], langs=["en"], settings=["bilingual"], progress=False)
+
+
+def test_one_language_gives_mono_rows_only(lareqa_home, tiny):
+    dense = DenseRetriever(tiny, candidates="sentence", name="tiny")
+    rows = run_lareqa("xquad-r", [dense], langs=["de"], progress=False)
+    assert rows and {r["setting"] for r in rows} == {"mono"}
+    assert "MaxRankDist" not in {r["measure"] for r in rows}

@@ -37,7 +37,8 @@ def lareqa_subsets(collection: str, langs: Iterable[str] | None = None) -> dict[
     return {
         "mono": [Subset(collection, (lang,), (lang,)) for lang in chosen],
         "cross": [Subset(collection, (q,), (d,)) for q in chosen for d in chosen if q != d],
-        "multi": [pool(collection, chosen)],
+        # One language has no pool distinct from its mono subset (and no MaxRankDist).
+        "multi": [pool(collection, chosen)] if len(chosen) > 1 else [],
     }
 
 
@@ -112,7 +113,7 @@ def run_lareqa(
     on the LAReQA settings. Returns result rows (summary rows first); writes results.jsonl, runs,
     report.md and heatmaps when ``out_dir`` is given."""
     subsets = lareqa_subsets(collection, langs)
-    chosen = subsets["multi"][0].qlangs
+    chosen = tuple(subset.qlangs[0] for subset in subsets["mono"])
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown:
         raise ValueError(f"unknown setting(s) {unknown}; expected some of {SETTINGS}")
@@ -121,7 +122,7 @@ def run_lareqa(
         raise ValueError(f"retriever names must be unique (they name run files and rows): {names}")
     parsed = parse_measures(measures)
     pair_measures = [m for m in parsed if not is_max_rank_dist(m)]
-    label = subsets["multi"][0].dataset_id
+    label = pool(collection, chosen).dataset_id if len(chosen) > 1 else subsets["mono"][0].dataset_id
     rows: list[dict] = []
     timings: dict[str, float] = {}
     work = [(s, subset) for s in SETTINGS if s in settings for subset in subsets[s]]
