@@ -65,9 +65,11 @@ def test_ratio_grid_rows_params_report_and_resume(lareqa_home, tiny_model, tmp_p
     (["--models", "{m}:depth=1"], "unknown option"),
     (["--train", "nope-r"], "not an mlret dataset id"),
     (["--eval-langs", "en,xx"], "no language(s) ['xx']"),
+    (["--batch-size", "64"], "distinct groups"),
 ])
 def test_bad_input_fails_before_training(lareqa_home, tiny_model, tmp_path, capsys, argv, message):
-    base = {"--train": "mlqa-r", "--alphas": "0,1", "--max-steps": "2", "--models": "{m}", "--eval-langs": "en,de"}
+    base = {"--train": "mlqa-r", "--alphas": "0,1", "--max-steps": "2", "--models": "{m}", "--eval-langs": "en,de",
+            "--batch-size": "2"}
     base.update(dict(zip(argv[::2], argv[1::2])))
     args = ["experiment", "ratio", "--eval", "xquad-r", "--out", str(tmp_path / "o")]
     for k, v in base.items():
