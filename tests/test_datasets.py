@@ -98,7 +98,7 @@ def test_mlqa_pair_keeps_only_questions_answered_in_doc_language(lareqa_home):
     assert len(en_queries) < N_QUESTIONS
     assert {q.query_id for q in ds.qrels_iter()} == set(en_queries)
     # MLQA paragraphs differ across languages: English has one sentence more per paragraph here
-    assert ir_datasets.load("mlqa-r/en").docs_count() is not None
+    assert ir_datasets.load("mlqa-r/en").docs_count() > ir_datasets.load("mlqa-r/de").docs_count()
 
 
 def test_restricted_pool_is_built_on_the_fly(lareqa_home):
@@ -119,6 +119,27 @@ def test_ir_measures_accepts_qrels(lareqa_home):
 def test_unknown_ids_are_clear_errors(bad):
     with pytest.raises(ValueError, match=r"has no language|not an mlret dataset id|needs two languages"):
         parse_dataset_id(bad)
+
+
+@pytest.mark.parametrize("bad, expected", [("xquad-r/xx", "xquad-r has no language 'xx'"),
+                                           ("mlqa-r/el", "mlqa-r has no language 'el'"),
+                                           ("xquad-r/en-en", "needs two languages")])
+def test_unknown_ids_through_ir_datasets_load_name_the_fix(bad, expected):
+    from mlret_plugin.datasets.lareqa import UnknownDatasetId
+
+    with pytest.raises(KeyError) as info:  # ir_datasets' convention for unknown ids
+        ir_datasets.load(bad)
+    assert isinstance(info.value, UnknownDatasetId) and expected in str(info.value)
+    assert bad not in ir_datasets.registry._registered  # nothing half-registered
+
+
+def test_cli_unknown_id_and_bad_seed_folder_are_one_line_errors(tmp_path, capsys):
+    from mlret_plugin.cli.main import main
+
+    assert main(["datasets", "export", "mlqa-r/el", "qrels"]) == 2
+    assert "mlqa-r has no language 'el'" in capsys.readouterr().err
+    assert main(["datasets", "seed", str(tmp_path)]) == 2
+    assert "no {xquad-r,mlqa-r}/{lang}.json files found" in capsys.readouterr().err
 
 
 def test_answer_outside_every_sentence_names_file_and_question(tmp_path):
@@ -202,13 +223,12 @@ def _mlret(*args, env_home):
 
 
 def test_cli_seed_rejects_unknown_files_and_list_shows_ids(tmp_path, monkeypatch):
-    from lareqa_fixtures import fixture_downloads, write_fixture_collection
+    from lareqa_fixtures import write_fixture_collection
 
     # A subprocess cannot see monkeypatched md5s, so seed the fixture-free way: the CLI must reject them.
     src = write_fixture_collection(tmp_path / "src")
     out = _mlret("datasets", "seed", str(src), env_home=tmp_path / "home")
     assert out.returncode != 0 and "md5" in out.stderr
-    assert fixture_downloads(src)  # sanity: fixtures are readable
     listed = _mlret("datasets", "list", env_home=tmp_path / "home")
     assert listed.returncode == 0
     assert {"xquad-r", "xquad-r/de-en", "mlqa-r/zh"} <= set(listed.stdout.split())

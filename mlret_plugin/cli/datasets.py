@@ -22,14 +22,22 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.action == "seed":
-        return _seed(args.args)
-    import ir_datasets
+    import sys
 
-    import mlret_plugin
+    from mlret_plugin.datasets.lareqa import UnknownDatasetId
 
-    mlret_plugin.register()
-    ir_datasets.main([args.action, *args.args])
+    try:
+        if args.action == "seed":
+            return _seed(args.args)
+        import ir_datasets
+
+        import mlret_plugin
+
+        mlret_plugin.register()
+        ir_datasets.main([args.action, *args.args])
+    except (UnknownDatasetId, FileNotFoundError, ValueError) as e:  # bad id or source file: one clear line
+        print(f"mlret datasets {args.action}: error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -10,6 +10,7 @@ import functools
 import hashlib
 import json
 import pkgutil
+import re
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
@@ -304,6 +305,24 @@ def load_subset(subset: Subset) -> Dataset:
     return ir_datasets.load(subset.dataset_id) if registered else build_subset(subset)
 
 
+class UnknownDatasetId(KeyError):
+    """An ``xquad-r/...`` or ``mlqa-r/...`` id that is not one of the plugin's (a KeyError, as ir_datasets
+    raises for unknown ids, whose message says what was expected)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def _unknown_id(dataset_id: str, groups: tuple) -> Dataset:
+    """Registry pattern for unregistered ids under the plugin's prefixes: every valid id is registered,
+    so this only turns ir_datasets' bare ``KeyError: 'xquad-r/xx'`` into one naming the fix."""
+    try:
+        parse_dataset_id(dataset_id)
+    except ValueError as e:
+        raise UnknownDatasetId(f"{e} (ids: `mlret datasets list`)") from None
+    raise UnknownDatasetId(f"{dataset_id!r} is a valid mlret id but is not registered; call mlret_plugin.register()")
+
+
 _registered = False
 
 
@@ -321,4 +340,5 @@ def _init() -> None:
             continue
         subset = parse_dataset_id(dataset_id)
         registry.register(dataset_id, build_subset(subset, sources[subset.collection]))
+    registry.register_pattern(rf"^({'|'.join(map(re.escape, COLLECTIONS))})/(.*)$", _unknown_id)
     _registered = True
