@@ -53,7 +53,7 @@ def test_triton_seam_gets_layout_and_padding(monkeypatch):
 
     monkeypatch.setitem(sys.modules, functional.TRITON_MODULE,
                         types.SimpleNamespace(block_sparse_attention=fake_kernel))
-    monkeypatch.setattr(functional, "resolve_backend", lambda backend, device: "triton")
+    monkeypatch.setattr(functional, "resolve_backend", lambda backend, device, dropout_p=0.0: "triton")
     q = torch.randn(2, 3, 40, 8)
     kpm = torch.ones(2, 40, dtype=torch.bool)
     config = SparsityConfig("local", window=5, block=16)
@@ -64,6 +64,19 @@ def test_triton_seam_gets_layout_and_padding(monkeypatch):
         sparse_attention(q, q, q, config, backend="triton", dropout_p=0.1)
 
 
-def test_auto_never_picks_triton_on_cpu(monkeypatch):
-    monkeypatch.setitem(sys.modules, functional.TRITON_MODULE, types.SimpleNamespace(block_sparse_attention=None))
+def test_auto_picks_triton_on_cuda_only(monkeypatch):
+    # resolve_backend looks at the device type only, so a CUDA device object needs no GPU here.
+    monkeypatch.setattr(functional, "triton_available", lambda: (True, ""))
+    assert functional.resolve_backend("auto", torch.device("cuda")) == "triton"
     assert functional.resolve_backend("auto", torch.device("cpu")) == "torch"
+
+
+def test_auto_on_cuda_says_when_it_runs_the_torch_path(monkeypatch):
+    monkeypatch.setattr(functional, "triton_available", lambda: (True, ""))
+    with pytest.warns(RuntimeWarning, match="no dropout.*attention dropout to 0"):
+        assert functional.resolve_backend("auto", torch.device("cuda"), dropout_p=0.1) == "torch"
+    monkeypatch.setattr(functional, "triton_available", lambda: (False, "no module named triton"))
+    with pytest.warns(RuntimeWarning, match="unavailable \\(no module named triton\\).*Install triton"):
+        assert functional.resolve_backend("auto", torch.device("cuda")) == "torch"
+    with pytest.raises(RuntimeError, match="not available: no module named triton"):
+        functional.resolve_backend("triton", torch.device("cuda"))  # explicit: an error, never a switch

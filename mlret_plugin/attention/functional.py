@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -57,15 +58,33 @@ def _triton_interpreted() -> bool:
     return triton_kernel.interpreted()
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """'auto' -> 'triton' on CUDA when the kernel imports, else 'torch'. Explicit choices are checked, not switched."""
+def resolve_backend(backend: str, device: torch.device, dropout_p: float = 0.0) -> str:
+    """'auto' -> 'triton' on CUDA, else 'torch'. Explicit choices are checked, never switched.
+
+    On CUDA, 'auto' runs the torch path, with a warning naming the fix, where the kernel cannot: when the
+    Triton module does not import, or for attention dropout (training BERT-style models), which the
+    kernel does not implement.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}; got {backend!r}")
     if backend == "torch":
         return "torch"
     ok, why = triton_available() if device.type == "cuda" or backend == "triton" else (False, "")
     if backend == "auto":
-        return "triton" if (device.type == "cuda" and ok) else "torch"
+        if device.type != "cuda":
+            return "torch"
+        if not ok:
+            warnings.warn(f"sparse attention backend='auto' on CUDA: the Triton kernel is unavailable ({why}); "
+                          "running the torch backend. Install triton, or pass backend='torch' to choose it explicitly.",
+                          RuntimeWarning, stacklevel=3)
+            return "torch"
+        if dropout_p:
+            warnings.warn("sparse attention backend='auto' on CUDA with attention dropout: the Triton kernel has no "
+                          "dropout, so this call runs the torch backend. Set the model's attention dropout to 0 to "
+                          "train through the kernel, or pass backend='torch' to choose it explicitly.",
+                          RuntimeWarning, stacklevel=3)
+            return "torch"
+        return "triton"
     if device.type != "cuda" and not (ok and device.type == "cpu" and _triton_interpreted()):
         raise RuntimeError(
             f"backend='triton' needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1 set before triton is "
@@ -98,7 +117,7 @@ def sparse_attention(
     check_inputs(q, k, v, key_padding_mask)
     if not 0.0 <= dropout_p < 1.0:
         raise ValueError(f"dropout_p must be in [0, 1); got {dropout_p}")
-    chosen = resolve_backend(backend, q.device)
+    chosen = resolve_backend(backend, q.device, dropout_p)
     B, H, L, _ = q.shape
     if chosen == "triton":
         if dropout_p:
