@@ -52,6 +52,10 @@ def test_train_from_jsonl(lareqa_home, tiny_dir, tmp_path):
     (["--train", "mlqa-r", "--eval", "mlqa-r", "--holdout-articles", "1"], "cannot yet restrict"),
     (["--train", "mlqa-r", "--no-eval", "--attention-option", "window=4"], "needs --attention"),
     (["--train", "mlqa-r", "--no-eval", "--resume"], "no checkpoint-* folder"),
+    (["--train", "mlqa-r", "--no-eval", "--attention", "local"], "needs window="),
+    (["--train", "mlqa-r", "--no-eval", "--attention", "block_sparse", "--attention-option", "block=48"], "block"),
+    (["--train", "mlqa-r", "--no-eval", "--attention", "local", "--attention-option", "window=4",
+      "--attention-option", "backend=cuda"], "backend=cuda: expected one of"),
 ])
 def test_bad_arguments_fail_before_training(lareqa_home, tmp_path, capsys, extra, message):
     code = main(["train", *extra, "--model", "offline-minilm", "--max-steps", "1", "--out", str(tmp_path / "o")])
@@ -59,9 +63,37 @@ def test_bad_arguments_fail_before_training(lareqa_home, tmp_path, capsys, extra
     assert message in capsys.readouterr().err
 
 
-def test_holdout_articles_are_not_trained_on(lareqa_home, tiny_dir, tmp_path):
+def test_holdout_articles_are_not_trained_on(lareqa_home, tiny_dir, tmp_path, monkeypatch):
+    import ir_datasets
+
+    import mlret_plugin.training.run as run_module
+    from mlret_plugin.datasets import group_id
+
+    seen = {}
+    real_train = run_module.train_hybrid
+
+    def recording_train(model, data, out, **kwargs):
+        seen["groups"] = set(data.with_format(None)["group_id"])  # raw rows, before pair composition
+        return real_train(model, data, out, **kwargs)
+
+    monkeypatch.setattr(run_module, "train_hybrid", recording_train)
     out = tmp_path / "run"
     assert main(["train", "--train", "xquad-r", "--no-eval", "--holdout-articles", "1", "--model", str(tiny_dir),
                  "--max-steps", "1", "--batch-size", "2", "--out", str(out)]) == 0
     held = json.loads((out / "holdout.json").read_text())
     assert held["dataset"] == "xquad-r" and len(held["articles"]) == 1
+    article_of = {group_id(q.query_id): int(q.doc_id.split("-")[1][1:])  # doc ids: {lang}-a{article}-p-s
+                  for q in ir_datasets.load("xquad-r/en").qrels_iter()}
+    held_groups = {g for g, a in article_of.items() if a in held["articles"]}
+    assert held_groups and seen["groups"] and not (seen["groups"] & held_groups)
+    assert set(article_of) - held_groups <= seen["groups"]  # everything else is trained on
+
+
+def test_train_with_attention_saves_the_pattern(lareqa_home, tiny_dir, tmp_path):
+    import mlret_plugin
+
+    out = tmp_path / "run"
+    assert main(["train", "--train", "mlqa-r", "--no-eval", "--model", str(tiny_dir), "--attention", "local",
+                 "--attention-option", "window=2", "--max-steps", "1", "--batch-size", "2", "--out", str(out)]) == 0
+    config = mlret_plugin.load_model(out / "model")[0].attention_config
+    assert (config.kind, config.window) == ("local", 2)

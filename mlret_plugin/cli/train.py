@@ -32,11 +32,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--no-eval", action="store_true", help="train and save only")
     tr.add_argument("--model", required=True,
                     help="model folder, hub id, 'offline-minilm' or 'default' (as in mlret evaluate)")
-    tr.add_argument("--attention", default=None,
-                    help="attention pattern to train with (mlret_plugin.load_model kinds, e.g. dense, local, "
-                         "block); saved with the model")
+    tr.add_argument("--attention", default=None, choices=("dense", "local", "block_sparse"),
+                    help="attention pattern to train with (mlret_plugin.load_model kinds); saved with the model")
     tr.add_argument("--attention-option", action="append", default=[], metavar="KEY=VALUE",
-                    help="attention option, e.g. window=64; repeatable")
+                    help="attention option (SparsityConfig field or backend), e.g. window=64; repeatable")
     tr.add_argument("--alpha", type=float, default=0.5, help="probability of a monolingual (X-X) batch (default 0.5)")
     tr.add_argument("--languages", default=None, help="comma-separated training languages (default: all in the data)")
     tr.add_argument("--language-sampling", choices=("uniform", "proportional"), default="uniform")
@@ -117,6 +116,16 @@ def check_args(args: argparse.Namespace):
     options = _options(args.attention_option)
     if options and args.attention is None:
         raise ValueError("--attention-option needs --attention KIND")
+    if args.attention is not None:  # the whole pattern is validated before the data and model load
+        from mlret_plugin.attention import BACKENDS, SparsityConfig
+
+        pattern = {k: v for k, v in options.items() if k != "backend"}
+        try:
+            SparsityConfig.coerce(args.attention, **pattern)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"--attention {args.attention} with options {pattern}: {e}") from None
+        if options.get("backend", "auto") not in BACKENDS:
+            raise ValueError(f"--attention-option backend={options['backend']}: expected one of {BACKENDS}")
     return train_subset, eval_subset, eval_langs, options
 
 
