@@ -68,6 +68,14 @@ def test_malformed_run_is_named_before_any_work(lareqa_home, tmp_path, capsys, m
     assert f"{bad}:2: rank 'two'" in capsys.readouterr().err
 
 
+def test_run_for_another_dataset_is_refused_before_any_work(lareqa_home, tmp_path, capsys, monkeypatch):
+    foreign = tmp_path / "de-run.trec"
+    foreign.write_text("de-q000 Q0 en-a0-p0-s0 1 10.0 tag\n")  # German queries, evaluated as xquad-r/en
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("model loaded before the run was checked"))
+    assert main(["evaluate", "xquad-r/en", "--model", "offline-minilm", "--run", str(foreign)]) == 2
+    assert "none of its 1 query ids" in capsys.readouterr().err
+
+
 def test_lareqa_without_any_model_reachable_runs_bm25_only(lareqa_home, monkeypatch, capsys):
     monkeypatch.setattr(models, "_in_local_cache", lambda repo: False)
     monkeypatch.setattr(models, "hub_reachable", lambda repo=None, timeout=5.0: False)

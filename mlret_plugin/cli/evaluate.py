@@ -6,12 +6,15 @@ checked before any encoding or indexing starts.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
 from pathlib import Path
 
 from mlret_plugin.datasets import COLLECTIONS
+
+log = logging.getLogger(__name__)
 
 DEFAULT_EVALUATE_OUT = "mlret-out/evaluate"
 
@@ -115,6 +118,21 @@ def check_data(subsets) -> None:
             break
 
 
+def check_run_queries(runs: dict, subset) -> None:
+    """A run file must answer the dataset's queries: none in common is an error, foreign ones a warning."""
+    from mlret_plugin.evaluation.measures import qrels_dict
+
+    judged = set(qrels_dict(subset.load().qrels_iter()))
+    for path, run in runs.items():
+        common, foreign = judged & set(run), set(run) - judged
+        if not common:
+            raise ValueError(f"--run {path}: none of its {len(run)} query ids (e.g. {sorted(run)[:2]}) is a query of "
+                             f"{subset.dataset_id} (e.g. {sorted(judged)[:2]}); was it made for another dataset?")
+        if foreign:
+            log.warning("--run %s: %d of its %d query ids are not queries of %s (ignored), e.g. %s", path,
+                        len(foreign), len(run), subset.dataset_id, sorted(foreign)[:2])
+
+
 # --- mlret evaluate -----------------------------------------------------------------------------------------------
 
 def evaluate_rows(dataset_ids: list[str], systems: list, run_files: list[Path], measures: list[str] | None,
@@ -128,7 +146,7 @@ def evaluate_rows(dataset_ids: list[str], systems: list, run_files: list[Path], 
     parsed = parse_measures(measures or DEFAULT_MEASURES)
     if run_files and len(subsets) != 1:
         raise ValueError("--run FILE needs exactly one DATASET_ID (a run file holds one dataset's queries)")
-    external = {Path(f).stem: read_run(f) for f in run_files}  # malformed -> error before any long work
+    external = {Path(f).stem: read_run(f) for f in run_files}
     rows = []
     for subset in subsets:
         qrels = qrels_dict(subset.load().qrels_iter())
@@ -165,9 +183,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
             parse_measures(args.measures)
         if args.run and len(args.dataset_ids) != 1:
             raise ValueError("--run FILE needs exactly one DATASET_ID (a run file holds one dataset's queries)")
-        for f in args.run:
-            read_run(f)
+        runs = {f: read_run(f) for f in args.run}  # malformed or foreign -> error before any model loads
         check_data([parse_dataset_id(d) for d in args.dataset_ids])
+        if runs:
+            check_run_queries(runs, parse_dataset_id(args.dataset_ids[0]))
         systems = build_systems(args)
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"mlret evaluate: error: {e}", file=sys.stderr)
