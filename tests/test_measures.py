@@ -105,8 +105,6 @@ def test_full_depth_in_chunks_equals_ir_measures_on_the_full_run(seed, levels, c
     for i, qid in enumerate(query_ids):
         assert got[ap][qid] == pytest.approx(brute_ap(qrels[qid], run[qid]), abs=1e-12)
         assert got[mrd][qid] == brute_max_rank_dist(qrels[qid], run[qid])
-    # The truncated runs really are shorter than the full one when relevant docs rank high.
-    assert evaluator.kept_entries <= len(query_ids) * len(doc_ids)
 
 
 def test_full_depth_truncation_keeps_less_than_the_full_run():
