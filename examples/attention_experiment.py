@@ -1,14 +1,19 @@
 """Questions A and B on CPU with the offline English MiniLM: dense vs local vs block-sparse attention on
-XQuAD-R, clean and noisy contexts, pools of 2 and 3 languages.
+XQuAD-R, zero-shot swap (same weights), in two grids run one after the other:
 
-Candidates are (sentence, paragraph) pairs, as in LAReQA; noise 1 doubles each paragraph with
-same-language distractor sentences from other paragraphs, capped at the model's 256 tokens. The sparse
-patterns (window 32 tokens each side; 32-token blocks with a band of 1 block each side) cover far
-less than the ~190-token inputs, so they bite. Zero-shot swap by default (--finetune-steps N adds a
-short hybrid fine-tune on MLQA-R after each swap). About 30 minutes on 2 quiet CPU cores. Rerunning
-resumes from OUT/cells.jsonl.
+- ``pools`` (question A): the pool grows over 2, 4, 7 and 11 languages (English first, then a seeded,
+  nested order). Candidates are sentences alone (median ~40 tokens), so the 11-language pool fits the
+  CPU budget; the sparse patterns are scaled down to bite there: ``local:window=8`` (17 keys per query)
+  vs ``block_sparse:block=16:band=0`` (the 16-token diagonal block).
+- ``noise`` (question B): LAReQA's (sentence, paragraph) candidates, with the paragraph lengthened by
+  same-language distractor sentences to noise 0 / 0.5 / 1 (distractor / original tokens, capped at the
+  model's 256 tokens) on the 2-language pool. Patterns with the same key budget: ``local:window=48``
+  (97 keys) vs ``block_sparse:block=32`` (a band of 1 block each side: 96 keys).
 
-    python examples/attention_experiment.py [--out mlret-out/attention-example] [--quick]
+About 30 minutes on 2 quiet CPU cores. Rerunning resumes from OUT/{pools,noise}/cells.jsonl.
+--finetune-steps N adds a short hybrid fine-tune on MLQA-R after each swap.
+
+    python examples/attention_experiment.py [--out mlret-out/attention-example] [--only pools|noise] [--quick]
 """
 from __future__ import annotations
 
@@ -22,28 +27,33 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from mlret_plugin.cli.main import main  # noqa: E402
 
+GRIDS = {
+    "pools": ["--variants", "dense,local:window=8,block_sparse:block=16:band=0", "--noise", "0",
+              "--pool-sizes", "2,4,7,11", "--candidates", "sentence"],
+    "noise": ["--variants", "dense,local:window=48,block_sparse:block=32", "--noise", "0,0.5,1",
+              "--pool-sizes", "2", "--candidates", "context"],
+}
+QUICK = ["--variants", "dense,local:window=8,block_sparse:block=16:band=0", "--noise", "0", "--pool-sizes", "2",
+         "--candidates", "sentence"]
+
 
 def run(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="mlret-out/attention-example")
-    parser.add_argument("--variants", default="dense,local:window=32,block_sparse:block=32")
-    parser.add_argument("--noise", default="0,1")
-    parser.add_argument("--pool-sizes", default="2,3")
+    parser.add_argument("--only", choices=sorted(GRIDS), help="run one of the two grids")
     parser.add_argument("--finetune-steps", type=int, default=0)
-    parser.add_argument("--quick", action="store_true",
-                        help="sentence candidates, no noise, pool of 2, window 8 / block 16 (a smoke run, ~3 min)")
+    parser.add_argument("--quick", action="store_true", help="sentence candidates, pool of 2, no noise (~3 min smoke run)")
     args = parser.parse_args(argv)
-    argv = ["experiment", "attention", "--collection", "xquad-r", "--model", "offline-minilm",
-            "--variants", args.variants, "--noise", args.noise, "--pool-sizes", args.pool_sizes,
-            "--finetune-steps", str(args.finetune_steps), "--out", args.out]
-    if args.quick:
-        argv = ["experiment", "attention", "--collection", "xquad-r", "--model", "offline-minilm",
-                "--variants", "dense,local:window=8,block_sparse:block=16", "--noise", "0", "--pool-sizes", "2",
-                "--candidates", "sentence", "--out", args.out]
-    start = time.perf_counter()
-    code = main(argv)
-    print(f"attention example: {time.perf_counter() - start:.0f} s wall, outputs in {args.out}", file=sys.stderr)
-    return code
+    grids = {"quick": QUICK} if args.quick else {k: v for k, v in GRIDS.items() if args.only in (None, k)}
+    for name, options in grids.items():
+        out = os.path.join(args.out, name)
+        start = time.perf_counter()
+        code = main(["experiment", "attention", "--collection", "xquad-r", "--model", "offline-minilm", *options,
+                     "--finetune-steps", str(args.finetune_steps), "--out", out])
+        print(f"attention example ({name}): {time.perf_counter() - start:.0f} s wall, outputs in {out}", file=sys.stderr)
+        if code:
+            return code
+    return 0
 
 
 if __name__ == "__main__":
