@@ -113,3 +113,14 @@ def test_one_language_gives_mono_rows_only(lareqa_home, tiny):
     rows = run_lareqa("xquad-r", [dense], langs=["de"], progress=False)
     assert rows and {r["setting"] for r in rows} == {"mono"}
     assert "MaxRankDist" not in {r["measure"] for r in rows}
+
+
+def test_query_groups_judge_only_those_queries_and_skip_empty_subsets(lareqa_home, tiny, caplog):
+    dense = DenseRetriever(tiny, candidates="sentence", name="tiny", show_progress_bar=False)
+    # MLQA-like fixture: question q000 exists in English but has no German translation
+    rows = run_lareqa("mlqa-r", [dense], langs=["de", "en"], progress=False, query_groups={"q000"})
+    judged = {r["dataset"]: r["queries"] for r in rows if r["measure"] == "AP" and r["breakdown"] in ("language", "pair", "pool")}
+    assert judged == {"mlqa-r/en": 1, "mlqa-r[de,en]": 1}
+    assert "mlqa-r/de: none of the 1 held-out groups" in caplog.text
+    with pytest.raises(ValueError, match="query_groups is empty"):
+        run_lareqa("mlqa-r", [dense], langs=["de", "en"], progress=False, query_groups=set())

@@ -49,7 +49,7 @@ def test_train_from_jsonl(lareqa_home, tiny_dir, tmp_path):
     (["--train", "mlqa-r"], "--eval DATASET_ID is required"),
     (["--train", "nope.jsonl", "--no-eval"], "nope.jsonl: no such file"),
     (["--train", "mlqa-r", "--eval", "xquad-r", "--eval-langs", "de,xx"], "no language(s) ['xx']"),
-    (["--train", "mlqa-r", "--eval", "mlqa-r", "--holdout-articles", "1"], "cannot yet restrict"),
+    (["--train", "mlqa-r", "--eval", "mlqa-r"], "--holdout-articles K"),
     (["--train", "mlqa-r", "--no-eval", "--attention-option", "window=4"], "needs --attention"),
     (["--train", "mlqa-r", "--no-eval", "--resume"], "no checkpoint-* folder"),
     (["--train", "mlqa-r", "--no-eval", "--attention", "local"], "needs window="),
@@ -87,6 +87,33 @@ def test_holdout_articles_are_not_trained_on(lareqa_home, tiny_dir, tmp_path, mo
     held_groups = {g for g, a in article_of.items() if a in held["articles"]}
     assert held_groups and seen["groups"] and not (seen["groups"] & held_groups)
     assert set(article_of) - held_groups <= seen["groups"]  # everything else is trained on
+
+
+def test_holdout_articles_are_evaluated_within_the_collection(lareqa_home, tiny_dir, tmp_path):
+    import ir_datasets
+
+    from mlret_plugin.datasets import group_id, pool
+    from mlret_plugin.evaluation.runs import run_path
+
+    out = tmp_path / "run"
+    assert main(["train", "--train", "mlqa-r", "--eval", "mlqa-r", "--eval-langs", "de,en", "--holdout-articles", "1",
+                 "--model", str(tiny_dir), "--max-steps", "1", "--batch-size", "2", "--out", str(out)]) == 0
+    held = json.loads((out / "holdout.json").read_text())["articles"]
+    article_of = {group_id(q.query_id): int(q.doc_id.split("-")[1][1:]) for q in ir_datasets.load("mlqa-r/en").qrels_iter()}
+    held_groups = {g for g, a in article_of.items() if a in held}
+    assert held_groups and held_groups != set(article_of)
+    rows = [json.loads(line) for line in (out / "eval" / "results.jsonl").read_text().splitlines()]
+    # each subset judges exactly its held-out questions, against every candidate of the language(s)
+    for dataset_id in ("mlqa-r/en", "mlqa-r/de-en", "mlqa-r[de,en]"):
+        ds = pool("mlqa-r", ["de", "en"]).load() if "[" in dataset_id else ir_datasets.load(dataset_id)
+        expected = {q.query_id for q in ds.qrels_iter() if group_id(q.query_id) in held_groups}
+        judged = {r["queries"] for r in rows if r["dataset"] == dataset_id and r["measure"] == "AP"
+                  and r["breakdown"] in ("language", "pair", "pool")}
+        assert judged == {len(expected)}, dataset_id
+    assert all(r["query_groups"] == len(held_groups) for r in rows)
+    run_queries = {line.split()[0] for line in run_path(out / "eval", "hybrid-alpha0.5", "mlqa-r/en").read_text().splitlines()}
+    assert run_queries and {group_id(q) for q in run_queries} <= held_groups
+    assert "held-out groups" in (out / "eval" / "report.md").read_text()
 
 
 def test_train_with_attention_saves_the_pattern(lareqa_home, tiny_dir, tmp_path):

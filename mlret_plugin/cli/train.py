@@ -42,7 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--passage", choices=("text", "context", "text+context"), default="text",
                     help="for dataset ids: the answer sentence [default], its paragraph, or both")
     tr.add_argument("--holdout-articles", type=int, default=0, metavar="K",
-                    help="hold out K random articles of the training collection (written to OUT/holdout.json)")
+                    help="hold out K random articles of the training collection (written to OUT/holdout.json); "
+                         "with --eval on the same collection, only their questions are evaluated")
     steps = tr.add_mutually_exclusive_group()
     steps.add_argument("--epochs", type=float, default=1.0)
     steps.add_argument("--max-steps", type=int, default=-1)
@@ -102,16 +103,12 @@ def check_args(args: argparse.Namespace):
         eval_subset = parse_dataset_id(args.eval)
         langs = _csv(args.eval_langs) or sorted(set(eval_subset.qlangs) | set(eval_subset.dlangs))
         eval_langs = list(check_langs(eval_subset.collection, langs))
-        if train_subset is not None and train_subset.collection == eval_subset.collection:
-            if args.holdout_articles:
-                raise ValueError(
-                    "--holdout-articles with --eval on the same collection: the evaluation harness cannot yet "
-                    "restrict to the held-out articles, so the numbers would include trained articles. Use "
-                    "--no-eval (OUT/holdout.json lists the held-out articles) or evaluate another collection."
-                )
+        if (train_subset is not None and train_subset.collection == eval_subset.collection
+                and not args.holdout_articles):
             raise ValueError(
                 f"--train {args.train} and --eval {args.eval} are one collection: the protocol is zero-shot "
-                "(train on one collection, evaluate on another, e.g. --train mlqa-r --eval xquad-r)"
+                "(train on one collection, evaluate on another, e.g. --train mlqa-r --eval xquad-r), or hold out "
+                "articles with --holdout-articles K and evaluate on their questions"
             )
     options = _options(args.attention_option)
     if options and args.attention is None:
@@ -198,6 +195,13 @@ def run_train(args: argparse.Namespace) -> int:
     from mlret_plugin.evaluation.lareqa import run_lareqa
 
     retriever = DenseRetriever(model, candidates=args.candidates, name=f"hybrid-alpha{args.alpha:g}")
-    run_lareqa(eval_subset.collection, [retriever], langs=eval_langs, out_dir=out / "eval")
+    query_groups = None
+    if held_out and train_subset.collection == eval_subset.collection:
+        from mlret_plugin.training.data import held_out_groups
+
+        query_groups = held_out_groups(args.train, set(held_out))
+        print(f"evaluating the {len(query_groups)} held-out questions of articles {held_out} against every "
+              f"candidate of {eval_subset.collection}", file=sys.stderr)
+    run_lareqa(eval_subset.collection, [retriever], langs=eval_langs, out_dir=out / "eval", query_groups=query_groups)
     print(f"results: {out / 'eval' / 'results.jsonl'}", file=sys.stderr)
     return 0

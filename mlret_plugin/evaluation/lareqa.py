@@ -4,6 +4,8 @@ mAP is average precision over the complete ranking of the candidates (LAReQA; ar
 systems are scored at full depth exactly (``FullDepthEvaluator``); systems that only return a ranked
 list (BM25) are scored on their top ``bm25_depth`` (documents they do not return count as not found).
 MaxRankDist is reported for the pool only: in mono / cross subsets a query has one relevant candidate.
+``query_groups`` restricts every setting to the queries of those groups (question ids) while the
+candidates stay the whole collection: the held-out split of ``mlret train --holdout-articles``.
 """
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Collection, Iterable
 
-from mlret_plugin.datasets import Subset, pool
+from mlret_plugin.datasets import Subset, group_id, pool
 from mlret_plugin.datasets.subsets import check_langs
 from mlret_plugin.evaluation.measures import (
     LAREQA_MEASURES,
@@ -108,10 +110,12 @@ def run_lareqa(
     run_depth: int = 10,
     bm25_depth: int = 1000,
     progress: bool = True,
+    query_groups: Collection[str] | None = None,
 ) -> list[dict]:
     """Evaluate retrievers (``.name``, ``.run(subset, depth)``; dense ones also ``evaluate_full_depth``)
     on the LAReQA settings. Returns result rows (summary rows first); writes results.jsonl, runs,
-    report.md and heatmaps when ``out_dir`` is given."""
+    report.md and heatmaps when ``out_dir`` is given. With ``query_groups``, only queries of those groups
+    are judged (and written to runs); a subset left with none of them is skipped with a warning."""
     subsets = lareqa_subsets(collection, langs)
     chosen = tuple(subset.qlangs[0] for subset in subsets["mono"])
     unknown = [s for s in settings if s not in SETTINGS]
@@ -126,24 +130,42 @@ def run_lareqa(
     rows: list[dict] = []
     timings: dict[str, float] = {}
     work = [(s, subset) for s in SETTINGS if s in settings for subset in subsets[s]]
+    if query_groups is not None:
+        query_groups = frozenset(query_groups)
+        if not query_groups:
+            raise ValueError("query_groups is empty: no query would be judged")
     for retriever in retrievers:
         start = time.perf_counter()
         for i, (setting, subset) in enumerate(work, start=1):
             if progress:
                 print(f"[{retriever.name}] {i}/{len(work)} {subset.dataset_id}", file=sys.stderr, flush=True)
             qrels = qrels_dict(subset.load().qrels_iter())
+            if query_groups is not None:
+                qrels = {q: docs for q, docs in qrels.items() if group_id(q) in query_groups}
+                if not qrels:
+                    log.warning("%s: none of the %d held-out groups has a query here; skipped", subset.dataset_id,
+                                len(query_groups))
+                    continue
             chosen_measures = parsed if setting == "multi" else pair_measures
             values, run = evaluate_subset(retriever, subset, chosen_measures, qrels, run_depth, bm25_depth)
             breakdown = {"mono": "language", "cross": "pair", "multi": "pool"}[setting]
+            if query_groups is not None:
+                run = {q: docs for q, docs in run.items() if q in qrels}
             rows += _rows(retriever.name, subset, values, breakdown)
             if out_dir is not None and run_depth > 0:
                 write_run(run, run_path(out_dir, retriever.name, subset.dataset_id), tag=_tag(retriever.name))
         timings[retriever.name] = time.perf_counter() - start
     result = summary_rows(rows, label) + rows
+    note = None
+    if query_groups is not None:
+        for row in result:
+            row["query_groups"] = len(query_groups)
+        note = (f"Queries restricted to {len(query_groups)} held-out groups (question ids); candidates are the "
+                "whole collection.")
     if out_dir is not None:
         from mlret_plugin.evaluation.report import write_lareqa_outputs
 
-        write_lareqa_outputs(result, Path(out_dir), collection=collection, langs=chosen, timings=timings)
+        write_lareqa_outputs(result, Path(out_dir), collection=collection, langs=chosen, timings=timings, note=note)
     return result
 
 

@@ -127,9 +127,10 @@ def heatmap(rows: list[dict], system: str, path: Path, measure: str = "AP") -> P
 
 
 def lareqa_markdown(rows: list[dict], collection: str, langs: Iterable[str], timings: dict | None = None,
-                    heatmaps: dict | None = None) -> str:
+                    heatmaps: dict | None = None, note: str | None = None) -> str:
     parts = [
         f"# LAReQA evaluation: {collection} ({', '.join(langs)})", "",
+        *([note, ""] if note else []),
         "mAP: average precision over the complete ranking (dense: exact full depth; BM25: its returned list). "
         "Mono = mean over languages, Cross = mean over ordered pairs, Multi = the pool. MaxRankDist: "
         "pool only, mean per query language then over languages; lower is better (for BM25 a relevant candidate "
@@ -149,7 +150,7 @@ def lareqa_markdown(rows: list[dict], collection: str, langs: Iterable[str], tim
 
 
 def write_lareqa_outputs(rows: list[dict], out_dir: Path, collection: str, langs: Iterable[str],
-                         timings: dict | None = None) -> dict[str, Path]:
+                         timings: dict | None = None, note: str | None = None) -> dict[str, Path]:
     from mlret_plugin.evaluation.runs import safe_name
 
     out_dir = Path(out_dir)
@@ -160,7 +161,7 @@ def write_lareqa_outputs(rows: list[dict], out_dir: Path, collection: str, langs
         if png is not None:
             heatmaps[system] = png.name
             written[f"heatmap:{system}"] = png
-    written["report"] = atomic_write_text(out_dir / "report.md", lareqa_markdown(rows, collection, langs, timings, heatmaps))
+    written["report"] = atomic_write_text(out_dir / "report.md", lareqa_markdown(rows, collection, langs, timings, heatmaps, note))
     return written
 
 

@@ -182,6 +182,20 @@ def lareqa_rows(dataset_id: str, passage_field: str = "text", exclude_articles: 
     return rows
 
 
+def held_out_groups(dataset_id: str, articles: set[int]) -> set[str]:
+    """Groups (question ids) of ``dataset_id`` whose answer lies in ``articles``: exactly the groups
+    ``lareqa_rows(..., exclude_articles=articles)`` drops, so they can be evaluated as a held-out split."""
+    import ir_datasets
+
+    import mlret_plugin  # noqa: F401  registers the ids
+    from mlret_plugin.datasets import group_id, lang_of
+
+    rows = [{"group_id": group_id(q.query_id), "lang": lang_of(q.query_id), "_doc_id": q.doc_id}
+            for q in ir_datasets.load(dataset_id).qrels_iter()
+            if q.relevance > 0 and lang_of(q.doc_id) == lang_of(q.query_id)]
+    return {g for g, article in group_articles(rows).items() if article in articles}
+
+
 def group_articles(rows: list[dict]) -> dict[str, int]:
     """Article number of each group (from its answer doc id ``{lang}-a{article}-...``), English first."""
     article: dict[str, int] = {}
