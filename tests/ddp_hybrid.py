@@ -39,7 +39,7 @@ def main(out: Path) -> None:
     rank = int(os.environ["RANK"])
     spaced = lambda g: " ".join(str(g))  # noqa: E731
     rows = [{"group_id": f"g{g}", "lang": lang, "query": f"{lang} q {spaced(g)}", "passage": f"{lang} p {spaced(g)}"}
-            for g in range(40) for lang in ("de", "en", "es")]
+            for g in range(44) for lang in ("de", "en", "es")]
     model = tiny_sentence_transformer("bert", out / f"model{rank}", seed=0)
     tok = model.tokenizer
     lookup = {}
