@@ -168,8 +168,14 @@ def load_model(name_or_path: str | Path, attention: str | SparsityConfig | dict 
     path = Path(name_or_path)
     types = _saved_module_types(path) if path.is_dir() else []
     if CLASS_REF in types:
-        model = SentenceTransformer._load_with_module_classes(
-            str(name_or_path), {CLASS_REF: AttentionSwapTransformer}, device=device)
+        # sentence-transformers' private hook resolves our class without opening trust_remote_code to all.
+        load_with = getattr(SentenceTransformer, "_load_with_module_classes", None)
+        if not callable(load_with):
+            raise RuntimeError(
+                f"{name_or_path}: this sentence-transformers version has no _load_with_module_classes, which "
+                "load_model uses to allow only the plugin's class; load it with "
+                "SentenceTransformer(path, trust_remote_code=True), or install the sentence-transformers 6 series")
+        model = load_with(str(name_or_path), {CLASS_REF: AttentionSwapTransformer}, device=device)
     else:
         model = SentenceTransformer(str(name_or_path), device=device)
     module = model[0]

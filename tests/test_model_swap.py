@@ -78,6 +78,14 @@ def test_save_load_round_trip_without_trust_remote_code(tiny, tmp_path):
     assert (encode(plain) - expected).abs().max().item() <= TOL
 
 
+def test_missing_loading_hook_names_the_trust_remote_code_route(tiny, tmp_path, monkeypatch):
+    set_attention(tiny, "local", window=4, block=16)
+    tiny.save(str(tmp_path / "saved"))
+    monkeypatch.setattr(SentenceTransformer, "_load_with_module_classes", None, raising=False)
+    with pytest.raises(RuntimeError, match="trust_remote_code=True"):
+        load_model(tmp_path / "saved")
+
+
 def test_load_model_from_plain_st_and_hf_dirs(tmp_path):
     st_dir = tiny_model_dir("bert", tmp_path)
     dense = encode(SentenceTransformer(str(st_dir)))
