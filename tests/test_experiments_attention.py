@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -143,4 +144,7 @@ def test_finetune_after_swap(lareqa_home, tiny_model, tmp_path):
         assert cell["params"]["finetune"]["train"] == "mlqa-r"  # zero-shot default: the other collection
         assert cell["info"]["finetune"]["steps"] == 2
         assert {r["finetune_steps"] for r in cell["rows"]} == {2}
-    assert "fine-tuned 2 steps after the swap on mlqa-r" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "fine-tuned 2 steps after the swap on mlqa-r" in report
+    assert all(cell["info"]["finetune"]["seconds"] > 0 for cell in cells)
+    assert re.search(r"cell compute time [0-9.]+ min \(fine-tuning [0-9.]+ min\)", report)

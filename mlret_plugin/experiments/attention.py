@@ -171,8 +171,10 @@ def run_attention_grid(grid: AttentionGrid, model=None, progress: bool = True) -
 
                 if train_data is None:
                     train_data = load_train_data(grid.finetune_train, passage_field=FINETUNE_PASSAGES)
+                start = time.perf_counter()
                 train_info = finetune(model, train_data, grid.finetune_alpha, grid.finetune_steps,
                                       batch_size=grid.finetune_batch_size, seed=grid.seed, show_progress_bar=progress)
+                train_info["seconds"] = time.perf_counter() - start  # once per variant, shared by its cells
             shared_queries: dict = {}
             for noise in grid.noise:
                 retriever = None
@@ -228,6 +230,10 @@ def _header(grid: AttentionGrid, cells: list[dict]) -> str:
     import torch
 
     seconds = sum(c["info"].get("seconds", 0.0) for c in cells)
+    # a variant's fine-tune is recorded in each of its cells; count it once per variant
+    trained = {repr(sorted(c["params"]["variant"].items())): (c["info"].get("finetune") or {}).get("seconds", 0.0)
+               for c in cells}
+    train_seconds = sum(trained.values())
     achieved = {}
     for c in cells:
         p = c["params"]
@@ -248,7 +254,8 @@ def _header(grid: AttentionGrid, cells: list[dict]) -> str:
         f"- Pools (English first, seeded order, nested): " + "; ".join(f"{k}: {v}" for k, v in pools.items()),
         f"- Variants: {', '.join(v.label for v in grid.variants)} (backend {grid.backend})",
         f"- Machine: {platform.machine()} {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-        f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}; cell compute time {seconds / 60:.1f} min",
+        f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}; cell compute time {(seconds + train_seconds) / 60:.1f} min"
+        + (f" (fine-tuning {train_seconds / 60:.1f} min)" if train_seconds else ""),
         "- Δ = variant - dense at the same noise and pool (AP, R@k: negative is a loss; MaxRankDist: positive is a loss).",
     ])
 
