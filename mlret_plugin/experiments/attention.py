@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlret_plugin.experiments.cache import CellCache
+from mlret_plugin.experiments.cache import CellCache, cell_key
 from mlret_plugin.experiments.noise import NoiseSpec
 from mlret_plugin.experiments.pools import parse_pool_sizes, pool_languages
 from mlret_plugin.experiments.variants import AttentionVariant, parse_variants
@@ -231,8 +231,7 @@ def _header(grid: AttentionGrid, cells: list[dict]) -> str:
 
     seconds = sum(c["info"].get("seconds", 0.0) for c in cells)
     # a variant's fine-tune is recorded in each of its cells; count it once per variant
-    trained = {repr(sorted(c["params"]["variant"].items())): (c["info"].get("finetune") or {}).get("seconds", 0.0)
-               for c in cells}
+    trained = {cell_key(c["params"]["variant"]): (c["info"].get("finetune") or {}).get("seconds", 0.0) for c in cells}
     train_seconds = sum(trained.values())
     achieved = {}
     for c in cells:

@@ -150,16 +150,13 @@ def lareqa_rows(dataset_id: str, passage_field: str = "text", exclude_articles: 
     import ir_datasets
 
     import mlret_plugin  # noqa: F401  registers the ids
-    from mlret_plugin.datasets import group_id, lang_of
+    from mlret_plugin.datasets import group_id
 
     if passage_field not in PASSAGE_FIELDS:
         raise ValueError(f"passage_field={passage_field!r}; expected one of {PASSAGE_FIELDS}")
     ds = ir_datasets.load(dataset_id)
     docs = {d.doc_id: d for d in ds.docs_iter()}
-    answer: dict[str, str] = {}
-    for qrel in ds.qrels_iter():
-        if qrel.relevance > 0 and lang_of(qrel.doc_id) == lang_of(qrel.query_id):
-            answer[qrel.query_id] = qrel.doc_id
+    answer = own_language_answers(ds)
     rows, no_answer = [], 0
     for q in ds.queries_iter():
         did = answer.get(q.query_id)
@@ -182,6 +179,13 @@ def lareqa_rows(dataset_id: str, passage_field: str = "text", exclude_articles: 
     return rows
 
 
+def own_language_answers(ds) -> dict[str, str]:
+    """query_id -> the relevant candidate in the query's own language (its answer sentence)."""
+    from mlret_plugin.datasets import lang_of
+
+    return {q.query_id: q.doc_id for q in ds.qrels_iter() if q.relevance > 0 and lang_of(q.doc_id) == lang_of(q.query_id)}
+
+
 def held_out_groups(dataset_id: str, articles: set[int]) -> set[str]:
     """Groups (question ids) of ``dataset_id`` whose answer lies in ``articles``: exactly the groups
     ``lareqa_rows(..., exclude_articles=articles)`` drops, so they can be evaluated as a held-out split."""
@@ -190,9 +194,8 @@ def held_out_groups(dataset_id: str, articles: set[int]) -> set[str]:
     import mlret_plugin  # noqa: F401  registers the ids
     from mlret_plugin.datasets import group_id, lang_of
 
-    rows = [{"group_id": group_id(q.query_id), "lang": lang_of(q.query_id), "_doc_id": q.doc_id}
-            for q in ir_datasets.load(dataset_id).qrels_iter()
-            if q.relevance > 0 and lang_of(q.doc_id) == lang_of(q.query_id)]
+    rows = [{"group_id": group_id(qid), "lang": lang_of(qid), "_doc_id": did}
+            for qid, did in own_language_answers(ir_datasets.load(dataset_id)).items()]
     return {g for g, article in group_articles(rows).items() if article in articles}
 
 
