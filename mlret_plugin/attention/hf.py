@@ -113,3 +113,8 @@ def register_with_transformers() -> str:
         AttentionMaskInterface.register(IMPLEMENTATION, mlret_padding_mask)
         _registered = True
     return IMPLEMENTATION
+
+
+# Registered on import: a model unpickled in a worker process (sentence-transformers' multi-process pool
+# spawns fresh interpreters) imports this module through mlret_plugin.model and must find the implementation.
+register_with_transformers()

@@ -30,9 +30,20 @@ def _add_system_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--candidates", choices=("context", "sentence"), default="context",
                         help="encode a candidate as (sentence, paragraph) pair [default, as LAReQA] or sentence alone")
-    parser.add_argument("--query-prompt", default=None, help="text put before each query, e.g. 'query: '")
-    parser.add_argument("--passage-prompt", default=None, help="text put before each candidate, e.g. 'passage: '")
+    parser.add_argument("--query-prompt", default=None,
+                        help="text put before each query, e.g. 'query: ' (default: the model's own 'query' prompt, "
+                             "if it has one; '' for none)")
+    parser.add_argument("--passage-prompt", default=None,
+                        help="text put before each candidate, e.g. 'passage: ' (default: the model's own 'passage', "
+                             "else 'document' prompt, if it has one; '' for none)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--no-cache", action="store_true",
+                        help="do not read or write the embedding cache (see `mlret cache info`)")
+    parser.add_argument("--devices", default=None, metavar="D1,D2",
+                        help="encode on sentence-transformers' multi-process pool, one worker per device, e.g. "
+                             "cuda:0,cuda:1")
+    parser.add_argument("--processes", type=int, default=None, metavar="N",
+                        help="encode with N CPU worker processes (sentence-transformers' multi-process pool)")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -81,6 +92,9 @@ def build_systems(args: argparse.Namespace, default_if_none: bool = False) -> li
     """Retrievers from --bm25 / --model; models are resolved and loaded here, before any long work."""
     from mlret_plugin.evaluation import models
 
+    from mlret_plugin.encoding import parse_devices
+
+    devices = parse_devices(getattr(args, "devices", None), getattr(args, "processes", None))
     specs = list(args.model) or ([models.DEFAULT_ALIAS] if default_if_none and not args.bm25 else [])
     use_bm25 = args.bm25
     resolved = []
@@ -95,6 +109,8 @@ def build_systems(args: argparse.Namespace, default_if_none: bool = False) -> li
     systems = [_bm25(args.bm25_k1, args.bm25_b)] if use_bm25 else []
     if not resolved:
         return systems
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1; got {args.batch_size}")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from mlret_plugin.evaluation.dense import DenseRetriever
 
@@ -107,8 +123,24 @@ def build_systems(args: argparse.Namespace, default_if_none: bool = False) -> li
         names.add(name)
         systems.append(DenseRetriever(model, candidates=args.candidates, query_prompt=args.query_prompt,
                                       passage_prompt=args.passage_prompt, batch_size=args.batch_size,
-                                      name=name if args.candidates == "context" else f"{name}-sentence"))
+                                      name=name if args.candidates == "context" else f"{name}-sentence",
+                                      cache=False if getattr(args, "no_cache", False) else None, devices=devices))
     return systems
+
+
+def close_systems(systems: list) -> None:
+    """Stop encoding worker pools; report embedding-cache use."""
+    for system in systems:
+        if hasattr(system, "close"):
+            system.close()
+        if getattr(system, "cache", None) is not None:
+            print(f"[{system.name}] embedding cache {system.cache.root}: {system.cached_texts} texts reused, "
+                  f"{system.encoded_texts} encoded", file=sys.stderr)
+
+
+def system_settings(systems: list) -> dict[str, dict]:
+    """{name: settings} of the dense systems (prompts, candidate mode) for results.jsonl and the report."""
+    return {s.name: s.describe() for s in systems if hasattr(s, "describe")}
 
 
 def check_data(subsets) -> None:
@@ -173,7 +205,7 @@ def evaluate_rows(dataset_ids: list[str], systems: list, run_files: list[Path], 
 def run_evaluate(args: argparse.Namespace) -> int:
     from mlret_plugin.datasets import parse_dataset_id
     from mlret_plugin.evaluation.measures import parse_measures
-    from mlret_plugin.evaluation.report import evaluate_table, heatmap, write_evaluate_outputs
+    from mlret_plugin.evaluation.report import annotate_systems, evaluate_table, heatmap, write_evaluate_outputs
     from mlret_plugin.evaluation.runs import read_run, safe_name
 
     try:
@@ -192,7 +224,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"mlret evaluate: error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    rows = evaluate_rows(args.dataset_ids, systems, [Path(f) for f in args.run], args.measures, args.depth, out)
+    try:
+        rows = evaluate_rows(args.dataset_ids, systems, [Path(f) for f in args.run], args.measures, args.depth, out)
+    finally:
+        close_systems(systems)
+    annotate_systems(rows, system_settings(systems))
     write_evaluate_outputs(rows, out)
     for system in dict.fromkeys(r["system"] for r in rows):
         heatmap(rows, system, out / f"heatmap.{safe_name(system)}.png")
@@ -207,7 +243,7 @@ def run_lareqa_cli(args: argparse.Namespace) -> int:
     from mlret_plugin.datasets import pool
     from mlret_plugin.datasets.subsets import check_langs
     from mlret_plugin.evaluation.lareqa import SETTINGS, run_lareqa
-    from mlret_plugin.evaluation.report import lareqa_summary_table
+    from mlret_plugin.evaluation.report import lareqa_summary_table, write_lareqa_outputs
 
     try:
         langs = check_langs(args.collection, [x.strip() for x in args.langs.split(",") if x.strip()]) if args.langs else None
@@ -222,8 +258,18 @@ def run_lareqa_cli(args: argparse.Namespace) -> int:
         return 2
     out = Path(args.out or f"mlret-out/lareqa-{args.collection}")
     start = time.perf_counter()
-    rows = run_lareqa(args.collection, systems, langs=langs, out_dir=out, settings=settings,
-                      run_depth=args.run_depth, bm25_depth=args.bm25_depth)
+    try:
+        rows = run_lareqa(args.collection, systems, langs=langs, out_dir=out, settings=settings,
+                          run_depth=args.run_depth, bm25_depth=args.bm25_depth)
+    finally:
+        close_systems(systems)
+    settings_of = system_settings(systems)
+    if any(r["system"] in settings_of and "query_prompt" not in r for r in rows):
+        # run_lareqa wrote its outputs without the dense systems' prompts: write them again with them.
+        chosen = list(dict.fromkeys(r["qlang"] for r in rows if r["breakdown"] == "language")) \
+            or list(langs or COLLECTIONS[args.collection])
+        write_lareqa_outputs(rows, out, collection=args.collection, langs=chosen, systems=settings_of,
+                             timings={"all systems": time.perf_counter() - start})
     print(lareqa_summary_table(rows))
     print(f"\n{time.perf_counter() - start:.1f} s; wrote {out / 'results.jsonl'}, {out / 'report.md'}, heatmaps, "
           f"{out / 'runs'}", file=sys.stderr)

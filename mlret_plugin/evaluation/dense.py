@@ -48,7 +48,8 @@ class DenseRetriever:
     ``model`` is a path, a hub id (resolved by ``mlret_plugin.evaluation.models.load_model``) or an
     in-memory ``SentenceTransformer``. ``run(subset, depth)`` returns {qid: {docid: score}} with every
     query of the subset present; ``evaluate_full_depth`` gives exact full-ranking measures. Embeddings
-    are cached per language for the retriever's lifetime: ``clear_cache()`` after changing the model.
+    are kept per language for the retriever's lifetime (``clear_cache()`` after changing the model) and
+    stored on disk in the embedding cache (``mlret_plugin.encoding``), keyed by the model's fingerprint.
     """
 
     def __init__(
@@ -60,9 +61,22 @@ class DenseRetriever:
         batch_size: int = 32,
         name: str | None = None,
         show_progress_bar: bool = True,
+        cache: "EmbeddingCache | str | Path | bool | None" = None,
+        devices: list[str] | str | None = None,
+        processes: int | None = None,
     ):
+        """``query_prompt`` / ``passage_prompt``: None = the model's own sentence-transformers prompts
+        ("query"; "passage", else "document"; empty ones do not count), a string (also "") overrides.
+        ``cache``: None = the on-disk embedding cache at its default location unless MLRET_EMBEDDING_CACHE=0,
+        False = off, a folder or an ``EmbeddingCache``. ``devices`` (e.g. "cuda:0,cuda:1") or ``processes``
+        (N CPU workers) encode on sentence-transformers' multi-process pool; ``close()`` stops it."""
         if candidates not in CANDIDATE_KINDS:
             raise ValueError(f"candidates={candidates!r}; expected one of {CANDIDATE_KINDS}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+        from mlret_plugin.encoding import parse_devices
+
+        self.devices = parse_devices(devices, processes)  # fail before the model loads
         if isinstance(model, (str, Path)):
             from mlret_plugin.evaluation.models import load_model, model_name, resolve_model_spec
 
@@ -82,33 +96,94 @@ class DenseRetriever:
             )
         self.normalize = similarity == "cosine"
         self.candidates = candidates
-        self.query_prompt = query_prompt or ""
-        self.passage_prompt = passage_prompt or ""
+        self.query_prompt, self.query_prompt_source = _choose_prompt(self.model, query_prompt, ("query",))
+        self.passage_prompt, self.passage_prompt_source = _choose_prompt(self.model, passage_prompt,
+                                                                         ("passage", "document"))
+        _check_prompts_pooled(self.model, default_name, self.query_prompt, self.passage_prompt)
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar
         self.name = name or (default_name if candidates == "context" else f"{default_name}-sentence")
+        self.cache = _make_cache(cache)
+        self._pool = None
         # (collection, lang) -> (ids, embeddings); one entry per language for queries and candidates.
         self._queries: dict[tuple[str, str], tuple[list[str], torch.Tensor]] = {}
         self._docs: dict[tuple[str, str], tuple[list[str], torch.Tensor]] = {}
         self.encoded_texts = 0  # texts passed through the model (to show reuse in tests / benchmarks)
+        self.cached_texts = 0  # texts whose embeddings came from the on-disk cache
+        if self.query_prompt_source.startswith("model") or self.passage_prompt_source.startswith("model"):
+            log.info("%s: using the model's prompts: query %r (%s), passage %r (%s)", self.name, self.query_prompt,
+                     self.query_prompt_source, self.passage_prompt, self.passage_prompt_source)
+
+    def describe(self) -> dict:
+        """What defines this system's embeddings besides the model (for results.jsonl and the report)."""
+        return {"candidates": self.candidates, "query_prompt": self.query_prompt,
+                "query_prompt_source": self.query_prompt_source, "passage_prompt": self.passage_prompt,
+                "passage_prompt_source": self.passage_prompt_source}
 
     def clear_cache(self) -> None:
-        """Forget cached embeddings (call after the model's weights change, e.g. between training epochs)."""
+        """Forget in-memory embeddings (call after the model's weights change, e.g. between training epochs).
+
+        The on-disk cache needs no clearing: its entries are keyed by a hash of the weights."""
         self._queries.clear()
         self._docs.clear()
 
+    def close(self) -> None:
+        """Stop the multi-process pool, if one was started."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> "DenseRetriever":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # --- encoding ---------------------------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """Hash of everything an embedding depends on (weights, tokenizer, modules, attention, settings)."""
+        from mlret_plugin.encoding import encoder_fingerprint
+
+        # Prompts are not here: they are part of the input texts, which the entry key hashes.
+        return encoder_fingerprint(self.model, normalize=self.normalize, candidates=self.candidates,
+                                   batch_size=self.batch_size, devices=self._device_key())
+
+    def _device_key(self) -> list[str]:
+        # Which devices and how many workers: a different split into worker chunks changes the last bits
+        # (up to ~6e-8 measured on CPU), and a cached run must equal an uncached one bit for bit.
+        return list(self.devices) if self.devices else [str(self.model.device)]
+
     def _encode(self, inputs: list, what: str) -> torch.Tensor:
+        key = None
+        if self.cache is not None and inputs:
+            from mlret_plugin.encoding import entry_key
+
+            key = entry_key(self.fingerprint(), inputs)
+            cached = self.cache.get(key)
+            if cached is not None and cached.shape[0] == len(inputs):
+                self.cached_texts += len(inputs)
+                log.info("%s: %d %s from the embedding cache", self.name, len(inputs), what)
+                return cached
         self.encoded_texts += len(inputs)
         log.info("encoding %d %s with %s", len(inputs), what, self.name)
-        embeddings = self.model.encode(
-            inputs,
-            batch_size=self.batch_size,
-            convert_to_tensor=True,
-            show_progress_bar=self.show_progress_bar,
-            normalize_embeddings=self.normalize,
-        )
-        return embeddings.to(device="cpu", dtype=torch.float32)
+        if self.devices:
+            if self._pool is None:
+                from mlret_plugin.encoding import EncodingPool
+
+                self._pool = EncodingPool(self.model, self.devices)
+            embeddings = self._pool.encode(inputs, self.batch_size, self.normalize, self.show_progress_bar)
+        else:
+            embeddings = self.model.encode(
+                inputs,
+                batch_size=self.batch_size,
+                convert_to_tensor=True,
+                show_progress_bar=self.show_progress_bar,
+                normalize_embeddings=self.normalize,
+            )
+        embeddings = embeddings.to(device="cpu", dtype=torch.float32)
+        if key is not None:
+            self.cache.put(key, embeddings, {"model": self.name, "what": what, "rows": len(inputs)})
+        return embeddings
 
     def _lang_queries(self, collection: str, lang: str) -> tuple[list[str], torch.Tensor]:
         key = (collection, lang)
@@ -192,6 +267,48 @@ def _top_k_into(run: dict, qids: list[str], scores: np.ndarray, doc_ids: list[st
     for i, qid in enumerate(qids):
         cols = top[i]
         run[qid] = {doc_ids[c]: float(scores[i, c]) for c in cols.tolist()}
+
+
+def _choose_prompt(model, given: str | None, names: tuple[str, ...]) -> tuple[str, str]:
+    """(prompt, where it came from): the argument when given (even ""), else the model's first non-empty
+    prompt among ``names`` (sentence-transformers >= 5 adds empty "query" / "document" prompts), else ""."""
+    if given is not None:
+        return given, "argument"
+    prompts = getattr(model, "prompts", None) or {}
+    for name in names:
+        if prompts.get(name):
+            return prompts[name], f"model:{name}"
+    return "", "none"
+
+
+def _check_prompts_pooled(model, name: str, *prompts: str) -> None:
+    # Prompts are prepended as text; a Pooling with include_prompt=False would need ST's prompt lengths.
+    if not any(prompts):
+        return
+    try:
+        modules = list(model)
+    except TypeError:
+        return
+    if any(getattr(m, "include_prompt", True) is False for m in modules):
+        raise ValueError(f"model {name!r} pools with include_prompt=False, which dense evaluation does not support "
+                         "with a prompt; call model.set_pooling_include_prompt(True), or pass --query-prompt '' "
+                         "--passage-prompt '' to encode without prompts")
+
+
+def _make_cache(cache):
+    from mlret_plugin.encoding import EmbeddingCache, cache_enabled_by_env
+
+    if cache is None:
+        return EmbeddingCache() if cache_enabled_by_env() else None
+    if cache is False:
+        return None
+    if cache is True:
+        return EmbeddingCache()
+    if isinstance(cache, EmbeddingCache):
+        return cache
+    if isinstance(cache, (str, Path)):
+        return EmbeddingCache(cache)
+    raise TypeError(f"cache must be None, a bool, a folder or an EmbeddingCache; got {type(cache).__name__}")
 
 
 def _model_name(model) -> str:

@@ -126,6 +126,35 @@ def heatmap(rows: list[dict], system: str, path: Path, measure: str = "AP") -> P
     return path
 
 
+SYSTEM_FIELDS = ("candidates", "query_prompt", "query_prompt_source", "passage_prompt", "passage_prompt_source")
+
+
+def annotate_systems(rows: list[dict], systems: dict[str, dict] | None) -> list[dict]:
+    """Add each system's settings (``DenseRetriever.describe()``: prompts, candidates) to its rows, in place."""
+    for row in rows:
+        row.update((systems or {}).get(row["system"], {}))
+    return rows
+
+
+def systems_table(rows: list[dict]) -> str | None:
+    """Prompts and candidate mode of the systems whose rows carry them (dense models), else None."""
+    described = {}
+    for row in rows:
+        if "query_prompt" in row:
+            described.setdefault(row["system"], row)
+    if not described:
+        return None
+
+    def prompt(row, side):
+        text, source = row.get(f"{side}_prompt", ""), row.get(f"{side}_prompt_source", "")
+        shown = f"`{text!r}`" if text else "none"
+        return f"{shown} ({source.replace('model:', 'model prompt ')})" if source and source != "none" else shown
+
+    body = [[name, row.get("candidates", ""), prompt(row, "query"), prompt(row, "passage")]
+            for name, row in described.items()]
+    return _table(["system", "candidates", "query prompt", "passage prompt"], body)
+
+
 def lareqa_markdown(rows: list[dict], collection: str, langs: Iterable[str], timings: dict | None = None,
                     heatmaps: dict | None = None, note: str | None = None) -> str:
     parts = [
@@ -139,6 +168,9 @@ def lareqa_markdown(rows: list[dict], collection: str, langs: Iterable[str], tim
     ]
     if timings:
         parts += ["Wall time: " + ", ".join(f"{s} {t:.1f} s" for s, t in timings.items()), ""]
+    systems = systems_table(rows)
+    if systems:
+        parts += ["Dense models' inputs:", "", systems, ""]
     for system in _systems(rows):
         parts += [f"## {system}", "", "### Per language", "", _language_table(rows, system), ""]
         if any(r["breakdown"] == "pair" and r["system"] == system for r in rows):
@@ -150,10 +182,13 @@ def lareqa_markdown(rows: list[dict], collection: str, langs: Iterable[str], tim
 
 
 def write_lareqa_outputs(rows: list[dict], out_dir: Path, collection: str, langs: Iterable[str],
-                         timings: dict | None = None, note: str | None = None) -> dict[str, Path]:
+                         timings: dict | None = None, note: str | None = None,
+                         systems: dict[str, dict] | None = None) -> dict[str, Path]:
+    """``systems``: {system name: settings} added to its rows (results.jsonl) and shown in the report."""
     from mlret_plugin.evaluation.runs import safe_name
 
     out_dir = Path(out_dir)
+    annotate_systems(rows, systems)
     written = {"results": write_results_jsonl(rows, out_dir / "results.jsonl")}
     heatmaps = {}
     for system in _systems(rows):
@@ -178,7 +213,9 @@ def evaluate_table(rows: list[dict]) -> str:
 
 def write_evaluate_outputs(rows: list[dict], out_dir: Path) -> dict[str, Path]:
     out_dir = Path(out_dir)
+    systems = systems_table(rows)
+    report = "# Evaluation\n\n" + evaluate_table(rows) + "\n" + (f"\nDense models' inputs:\n\n{systems}\n" if systems else "")
     return {
         "results": write_results_jsonl(rows, out_dir / "results.jsonl"),
-        "report": atomic_write_text(out_dir / "report.md", "# Evaluation\n\n" + evaluate_table(rows) + "\n"),
+        "report": atomic_write_text(out_dir / "report.md", report),
     }
