@@ -1,6 +1,8 @@
 """DenseRetriever on the fixture collection with a tiny random BERT: exact search, inputs, reuse, full depth."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -113,3 +115,66 @@ def test_default_model_falls_back_loudly(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(models, "hub_reachable", lambda repo=None, timeout=5.0: True)
     assert models.resolve_model_spec("default") == models.DEFAULT_MODEL
     assert capsys.readouterr().err == ""
+
+
+def _unit(model, texts, prompt=""):
+    return torch.nn.functional.normalize(model.encode([prompt + t if isinstance(t, str) else (prompt + t[0], t[1])
+                                                       for t in texts], convert_to_tensor=True), dim=1)
+
+
+def test_model_prompts_are_used_unless_overridden(lareqa_home, tmp_path):
+    model = tiny_sentence_transformer("bert", tmp_path)
+    en = Subset("xquad-r", ("en",), ("en",)).load()
+    queries, docs = list(en.queries_iter()), list(en.docs_iter())
+    # ST >= 5 adds an empty "document" prompt; an empty prompt does not count, "passage" comes first.
+    model.prompts = {"query": "query: ", "passage": "passage: ", "document": ""}
+    retriever = DenseRetriever(model, candidates="sentence", show_progress_bar=False, cache=False)
+    encoded = retriever.encode("xquad-r/en")
+    assert torch.allclose(encoded.queries, _unit(model, [q.text for q in queries], "query: "), atol=1e-6)
+    assert torch.allclose(encoded.docs, _unit(model, [d.text for d in docs], "passage: "), atol=1e-6)
+    assert retriever.describe()["query_prompt_source"] == "model:query"
+    assert not torch.allclose(encoded.queries, _unit(model, [q.text for q in queries]), atol=1e-3)
+
+    model.prompts = {"query": "", "document": "doc: "}  # no passage prompt: the document one
+    retriever = DenseRetriever(model, show_progress_bar=False, cache=False)
+    assert (retriever.query_prompt, retriever.passage_prompt) == ("", "doc: ")
+    encoded = retriever.encode("xquad-r/en")
+    assert torch.allclose(encoded.docs, _unit(model, [(d.text, d.context) for d in docs], "doc: "), atol=1e-6)
+
+    model.prompts = {"query": "query: ", "passage": "passage: "}  # overrides win, "" included
+    retriever = DenseRetriever(model, query_prompt="", passage_prompt="p: ", show_progress_bar=False, cache=False)
+    assert retriever.describe() == {"candidates": "context", "query_prompt": "", "query_prompt_source": "argument",
+                                     "passage_prompt": "p: ", "passage_prompt_source": "argument"}
+
+    model.prompts = {"query": "", "document": ""}  # a model without prompts is encoded as before
+    plain = DenseRetriever(model, candidates="sentence", show_progress_bar=False, cache=False).encode("xquad-r/en")
+    assert torch.allclose(plain.queries, _unit(model, [q.text for q in queries]), atol=1e-6)
+
+
+def test_prompt_with_pooling_that_excludes_prompts_is_an_error(tmp_path):
+    model = tiny_sentence_transformer("bert", tmp_path)
+    model.prompts = {"query": "query: "}
+    model.set_pooling_include_prompt(False)
+    with pytest.raises(ValueError, match="include_prompt=False"):
+        DenseRetriever(model, show_progress_bar=False, cache=False)
+    DenseRetriever(model, query_prompt="", show_progress_bar=False, cache=False)  # no prompt: fine
+
+
+def test_results_and_report_name_the_prompts(lareqa_home, tmp_path, capsys):
+    from mlret_plugin.cli.main import main
+
+    model = tiny_sentence_transformer("bert", tmp_path)
+    model.prompts = {"query": "query: ", "passage": "passage: "}
+    folder = tmp_path / "st-prompted"
+    model.save(str(folder))
+    out = tmp_path / "out"
+    assert main(["lareqa", "xquad-r", "--langs", "de,en", "--settings", "mono", "--model", str(folder),
+                 "--no-cache", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert rows and all(r["query_prompt"] == "query: " and r["passage_prompt"] == "passage: " for r in rows)
+    assert "`'query: '` (model prompt query)" in (out / "report.md").read_text()
+    assert main(["evaluate", "xquad-r/en", "--model", str(folder), "--passage-prompt", "", "--no-cache",
+                 "--out", str(tmp_path / "ev")]) == 0
+    rows = [json.loads(line) for line in (tmp_path / "ev" / "results.jsonl").read_text().splitlines()]
+    assert all(r["passage_prompt"] == "" and r["passage_prompt_source"] == "argument" for r in rows)
+    assert "| st-prompted | context | `'query: '` (model prompt query) | none (argument) |" in (tmp_path / "ev" / "report.md").read_text()
