@@ -133,18 +133,54 @@ def test_model_that_cannot_swap_attention_is_rejected(tmp_path, capsys):
 
 
 def test_finetune_after_swap(lareqa_home, tiny_model, tmp_path):
+    """Two commands, one training seed each, share one --out: the cache keys on the seed and the second
+    command's report joins both seeds (mean +- std, paired tests against dense)."""
     out = tmp_path / "ft"
-    code = main(["experiment", "attention", "--collection", "xquad-r", "--model", tiny_model,
-                 "--variants", "dense,local:window=4", "--noise", "0", "--pool-sizes", "2", "--candidates", "sentence",
-                 "--finetune-steps", "2", "--finetune-alpha", "0.5", "--finetune-batch-size", "4", "--out", str(out)])
-    assert code == 0
+
+    def command(seed: str) -> int:
+        return main(["experiment", "attention", "--collection", "xquad-r", "--model", tiny_model,
+                     "--variants", "dense,local:window=4", "--noise", "0", "--pool-sizes", "2", "--candidates", "sentence",
+                     "--finetune-steps", "2", "--finetune-alpha", "0.5", "--finetune-batch-size", "4", "--seeds", seed,
+                     "--out", str(out)])
+
+    assert command("0") == 0
+    first = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {tuple(r["seeds"]) for r in first} == {(0,)}
+    assert command("1") == 0
     cells = [json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()]
-    assert len(cells) == 2
+    assert len(cells) == 4  # (dense, local) x seeds 0, 1: the seed is part of the cell key
+    assert sorted(c["params"]["finetune"]["seed"] for c in cells) == [0, 0, 1, 1]
     for cell in cells:
         assert cell["params"]["finetune"]["train"] == "mlqa-r"  # zero-shot default: the other collection
         assert cell["info"]["finetune"]["steps"] == 2
         assert {r["finetune_steps"] for r in cell["rows"]} == {2}
+        assert (out / "per_query" / f"{cell['key']}.jsonl.gz").is_file()
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    summary = [r for r in rows if r["breakdown"] == "summary"]
+    assert {tuple(r["seeds"]) for r in summary} == {(0, 1)}
+    per_seed = {}
+    for cell in cells:
+        for r in cell["rows"]:
+            if r["breakdown"] == "summary":
+                per_seed.setdefault((r["variant"], r["setting"], r["measure"]), []).append(r["value"])
+    for r in summary:  # the reported value is the mean over the two seeds, std their sample std
+        values = per_seed[(r["variant"], r["setting"], r["measure"])]
+        assert r["value"] == pytest.approx(sum(values) / 2)
+        assert r["std"] == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5)
+    tested = [r for r in summary if r["p_value"] is not None]
+    assert {(r["variant"], r["setting"], r["measure"]) for r in tested} == {
+        ("local:window=4", s, "AP") for s in ("mono", "cross", "multi")} | {("local:window=4", "multi", "MaxRankDist")}
+    for r in tested:
+        assert r["baseline"] == "dense" and r["test_delta"] == pytest.approx(r["delta"], abs=1e-9)
+        assert r["p_value"] <= r["p_holm"] <= 1 and r["ci_low"] <= r["delta"] + 1e-12 <= r["ci_high"] + 2e-12
     report = (out / "report.md").read_text()
-    assert "fine-tuned 2 steps after the swap on mlqa-r" in report
+    assert "fine-tuned 2 steps after the swap on mlqa-r" in report and "training seeds 0, 1" in report
+    assert "±" in report and "Holm" in report
     assert all(cell["info"]["finetune"]["seconds"] > 0 for cell in cells)
     assert re.search(r"cell compute time [0-9.]+ min \(fine-tuning [0-9.]+ min\)", report)
+
+
+def test_seeds_need_finetuning(lareqa_home, tiny_model, tmp_path, capsys):
+    code = main(["experiment", "attention", "--collection", "xquad-r", "--model", tiny_model, "--variants", "dense",
+                 "--noise", "0", "--pool-sizes", "2", "--seeds", "0,1", "--out", str(tmp_path / "o")])
+    assert code == 2 and "--finetune-steps" in capsys.readouterr().err

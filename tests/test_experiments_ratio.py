@@ -1,4 +1,4 @@
-"""The size x alpha grid on fixture data with a tiny random BERT: truncation, parameter counts, resume."""
+"""The size x alpha grid on fixture data with a tiny random BERT: truncation, parameter counts, seeds, tests, resume."""
 from __future__ import annotations
 
 import json
@@ -17,7 +17,7 @@ def tiny_model(tmp_path):
 def _cli(model, out, extra=()):
     return main(["experiment", "ratio", "--train", "mlqa-r", "--eval", "xquad-r", "--eval-langs", "en,de",
                  "--models", f"{model}:layers=1,{model}", "--alphas", "0,1", "--max-steps", "2", "--batch-size", "2", "--learning-rate", "0.01",
-                 "--out", str(out), *extra])
+                 "--seeds", "0,1", "--baseline", "1", "--out", str(out), *extra])
 
 
 def test_ratio_grid_rows_params_report_and_resume(lareqa_home, tiny_model, tmp_path, monkeypatch):
@@ -30,12 +30,27 @@ def test_ratio_grid_rows_params_report_and_resume(lareqa_home, tiny_model, tmp_p
         m.setattr("mlret_plugin.experiments.finetune.finetune", interrupt)
         with pytest.raises(KeyboardInterrupt):
             _cli(tiny_model, out)
-    assert "Interrupted: 1 of 6 cells finished" in (out / "report.md").read_text()
+    assert "Interrupted: 1 of 10 cells finished" in (out / "report.md").read_text()
     assert _cli(tiny_model, out) == 0
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     summary = [r for r in rows if r["breakdown"] == "summary" and r["measure"] == "AP"]
     cells = {(r["model"], r["alpha"]) for r in summary}
     assert len(cells) == 2 * 3  # two sizes x (untrained, 0, 1)
+    assert {tuple(r["seeds"]) for r in summary if r["alpha"] is not None} == {(0, 1)}
+    assert {r["n_seeds"] for r in summary if r["alpha"] is not None} == {2}
+    assert {tuple(r["seeds"]) for r in summary if r["alpha"] is None} == {()}
+    # every alpha but the baseline (1) is tested against alpha 1 of its own model; the baseline is not
+    for r in summary:
+        assert {"p_value", "p_holm", "ci_low", "ci_high", "n_queries", "seeds"} <= set(r)
+        if r["alpha"] == 1.0:
+            assert r["p_value"] is None and "delta" not in r
+        else:
+            assert r["baseline"] == "alpha 1" and 0 < r["p_value"] <= r["p_holm"] <= 1
+            assert r["ci_low"] <= r["delta"] + 1e-12 and r["delta"] <= r["ci_high"] + 1e-12
+            assert r["test_delta"] == pytest.approx(r["delta"], abs=1e-9)
+            assert r["n_queries"] > 0
+    seeds_of = {cell["params"]["seed"] for cell in map(json.loads, (out / "cells.jsonl").read_text().splitlines())}
+    assert seeds_of == {None, 0, 1}
     params = {r["model"]: r["params"] for r in rows}
     layers = {r["model"]: r["layers"] for r in rows}
     small, full = sorted(params, key=params.get)
@@ -49,6 +64,7 @@ def test_ratio_grid_rows_params_report_and_resume(lareqa_home, tiny_model, tmp_p
     assert (out / "map_vs_alpha.png").stat().st_size > 0
     report = (out / "report.md").read_text()
     assert "untrained" in report and "Machine" in report and "Interrupted" not in report
+    assert "Holm" in report and "## Paired tests" in report and "±" in report
 
     def boom(*a, **k):
         raise AssertionError("a finished cell was trained or evaluated again")
@@ -66,10 +82,13 @@ def test_ratio_grid_rows_params_report_and_resume(lareqa_home, tiny_model, tmp_p
     (["--train", "nope-r"], "not an mlret dataset id"),
     (["--eval-langs", "en,xx"], "no language(s) ['xx']"),
     (["--batch-size", "64"], "distinct groups"),
+    (["--baseline", "0.5"], "not among --alphas"),
+    (["--seeds", "0,0"], "distinct integers"),
+    (["--train", "x.jsonl", "--holdout-articles", "2"], "needs --train to be a dataset id"),
 ])
 def test_bad_input_fails_before_training(lareqa_home, tiny_model, tmp_path, capsys, argv, message):
     base = {"--train": "mlqa-r", "--alphas": "0,1", "--max-steps": "2", "--models": "{m}", "--eval-langs": "en,de",
-            "--batch-size": "2"}
+            "--batch-size": "2", "--baseline": "1"}
     base.update(dict(zip(argv[::2], argv[1::2])))
     args = ["experiment", "ratio", "--eval", "xquad-r", "--out", str(tmp_path / "o")]
     for k, v in base.items():

@@ -124,3 +124,29 @@ def test_query_groups_judge_only_those_queries_and_skip_empty_subsets(lareqa_hom
     assert "mlqa-r/de: none of the 1 held-out groups" in caplog.text
     with pytest.raises(ValueError, match="query_groups is empty"):
         run_lareqa("mlqa-r", [dense], langs=["de", "en"], progress=False, query_groups=set())
+
+
+def test_per_query_sink_matches_the_rows_and_round_trips(lareqa_home, tiny, tmp_path):
+    from mlret_plugin.evaluation.lareqa import read_per_query
+    from mlret_plugin.evaluation.stats import weighted_values
+
+    dense = DenseRetriever(tiny, show_progress_bar=False, name="tiny")
+    sink: list[dict] = []
+    rows = run_lareqa("xquad-r", [dense], langs=["en", "de", "es"], progress=False, out_dir=tmp_path / "o",
+                      per_query_sink=sink)
+    for setting, measure in (("mono", "AP"), ("cross", "AP"), ("multi", "AP"), ("multi", "MaxRankDist")):
+        summary = next(r for r in rows if r["breakdown"] == "summary" and r["setting"] == setting and r["measure"] == measure)
+        values = weighted_values(sink, setting, measure)  # the weights reproduce the reported summary exactly
+        assert sum(w * v for w, v in values.values()) == pytest.approx(summary["value"])
+    for record in sink:  # one record per subset and measure, with a value for every query of its subset
+        row = next(r for r in rows if r["dataset"] == record["dataset"] and r["measure"] == record["measure"]
+                   and r["breakdown"] in ("language", "pair", "pool"))
+        assert len(record["values"]) == row["queries"]
+    assert read_per_query(tmp_path / "o" / "per_query.jsonl.gz") == json.loads(json.dumps(sink))
+    assert not list((tmp_path / "o").glob("*.tmp"))
+    with pytest.raises(FileNotFoundError, match="per-query values not found"):
+        read_per_query(tmp_path / "missing.jsonl.gz")
+    (tmp_path / "bad.jsonl.gz").write_bytes(b"not gzip")
+    with pytest.raises(ValueError, match="not a per-query values file"):
+        read_per_query(tmp_path / "bad.jsonl.gz")
+    assert {r["measure"] for r in sink} == {"AP", "R@1", "R@10", "MaxRankDist"}

@@ -2,7 +2,9 @@
 
 Every argument, the data ids and the model (can it swap attention? can it be truncated?) are checked
 before the first cell runs. Finished cells are kept in OUT/cells.jsonl: rerunning the same command
-resumes an interrupted grid.
+resumes an interrupted grid. Commands that share one --out (one seed, alpha or noise level each) join:
+each writes the report of every finished cell with the same fixed settings. Reports carry paired tests
+(sign-flip randomisation over questions, bootstrap CIs, Holm) against dense / the baseline alpha.
 """
 from __future__ import annotations
 
@@ -46,7 +48,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     at.add_argument("--finetune-train", default=None, help="training data id / JSONL (default: the other collection)")
     at.add_argument("--finetune-alpha", type=float, default=0.5)
     at.add_argument("--finetune-batch-size", type=int, default=16, help="pairs per fine-tuning batch")
-    at.add_argument("--seed", type=int, default=0, help="seeds the noise, the pool order and fine-tuning")
+    at.add_argument("--seed", type=int, default=0, help="data seed: the noise draws and the pool order")
+    at.add_argument("--seeds", default=None,
+                    help="training seeds of --finetune-steps, e.g. 0,1,2 [default with fine-tuning]; one per command "
+                         "to split a grid over commands sharing --out")
     at.add_argument("--out", required=True, help="output folder (reuse it to resume)")
     at.set_defaults(func=run_attention_cli)
 
@@ -69,7 +74,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ra.add_argument("--candidates", choices=("context", "sentence"), default="sentence",
                     help="evaluation candidates (default sentence: matches the default training passages, and is fast)")
     ra.add_argument("--no-untrained", action="store_true", help="skip the untrained starting point per model")
-    ra.add_argument("--seed", type=int, default=0)
+    ra.add_argument("--seeds", default="0,1,2",
+                    help="training seeds (default 0,1,2); one per command to split a grid over commands sharing --out")
+    ra.add_argument("--baseline", default="0.5",
+                    help="the alpha every other alpha is tested against (default 0.5), or 'untrained'")
+    ra.add_argument("--holdout-articles", type=int, default=0, metavar="K",
+                    help="hold K seeded articles of --train out of training and also evaluate on their questions")
+    ra.add_argument("--holdout-seed", type=int, default=0, help="seed of the held-out article draw")
     ra.add_argument("--out", required=True, help="output folder (reuse it to resume)")
     ra.set_defaults(func=run_ratio_cli)
 
@@ -89,7 +100,7 @@ def run_attention_cli(args: argparse.Namespace) -> int:
             candidates=args.candidates, mixed_noise=args.mixed_noise, seed=args.seed,
             max_seq_length=args.max_seq_length, batch_size=args.batch_size, backend=args.backend,
             finetune_steps=args.finetune_steps, finetune_train=args.finetune_train, finetune_alpha=args.finetune_alpha,
-            finetune_batch_size=args.finetune_batch_size,
+            finetune_batch_size=args.finetune_batch_size, seeds=args.seeds,
         )
     except (ValueError, TypeError, FileNotFoundError) as e:
         return _fail(e)
@@ -106,7 +117,9 @@ def run_ratio_cli(args: argparse.Namespace) -> int:
         grid = build_ratio_grid(
             args.train, args.eval, args.models, args.alphas, args.max_steps, args.out, eval_langs=args.eval_langs,
             candidates=args.candidates, passage_field=args.passage_field, batch_size=args.batch_size,
-            learning_rate=args.learning_rate, seed=args.seed, include_untrained=not args.no_untrained,
+            learning_rate=args.learning_rate, seeds=args.seeds, baseline=args.baseline,
+            include_untrained=not args.no_untrained, holdout_articles=args.holdout_articles,
+            holdout_seed=args.holdout_seed,
         )
     except (ValueError, TypeError, FileNotFoundError) as e:
         return _fail(e)

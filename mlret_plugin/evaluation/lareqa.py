@@ -6,11 +6,17 @@ list (BM25) are scored on their top ``bm25_depth`` (documents they do not return
 MaxRankDist is reported for the pool only: in mono / cross subsets a query has one relevant candidate.
 ``query_groups`` restricts every setting to the queries of those groups (question ids) while the
 candidates stay the whole collection: the held-out split of ``mlret train --holdout-articles``.
+``per_query_sink`` collects every subset's per-query values (for paired tests, ``evaluation.stats``);
+``write_per_query`` / ``read_per_query`` store them as one gzip JSONL file.
 """
 from __future__ import annotations
 
+import gzip
+import json
 import logging
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Collection, Iterable
@@ -111,11 +117,15 @@ def run_lareqa(
     bm25_depth: int = 1000,
     progress: bool = True,
     query_groups: Collection[str] | None = None,
+    per_query_sink: list | None = None,
 ) -> list[dict]:
     """Evaluate retrievers (``.name``, ``.run(subset, depth)``; dense ones also ``evaluate_full_depth``)
     on the LAReQA settings. Returns result rows (summary rows first); writes results.jsonl, runs,
     report.md and heatmaps when ``out_dir`` is given. With ``query_groups``, only queries of those groups
-    are judged (and written to runs); a subset left with none of them is skipped with a warning."""
+    are judged (and written to runs); a subset left with none of them is skipped with a warning.
+    ``per_query_sink``: a list that receives one record per (retriever, subset, measure):
+    ``{"system", "setting", "dataset", "measure", "values": {query_id: value}}``; with ``out_dir`` they are
+    also written to ``out_dir/per_query.jsonl.gz``."""
     subsets = lareqa_subsets(collection, langs)
     chosen = tuple(subset.qlangs[0] for subset in subsets["mono"])
     unknown = [s for s in settings if s not in SETTINGS]
@@ -152,6 +162,9 @@ def run_lareqa(
             if query_groups is not None:
                 run = {q: docs for q, docs in run.items() if q in qrels}
             rows += _rows(retriever.name, subset, values, breakdown)
+            if per_query_sink is not None:
+                per_query_sink += [{"system": retriever.name, "setting": setting, "dataset": subset.dataset_id,
+                                    "measure": str(m), "values": v} for m, v in values.items()]
             if out_dir is not None and run_depth > 0:
                 write_run(run, run_path(out_dir, retriever.name, subset.dataset_id), tag=_tag(retriever.name))
         timings[retriever.name] = time.perf_counter() - start
@@ -166,7 +179,38 @@ def run_lareqa(
         from mlret_plugin.evaluation.report import write_lareqa_outputs
 
         write_lareqa_outputs(result, Path(out_dir), collection=collection, langs=chosen, timings=timings, note=note)
+        if per_query_sink is not None:
+            write_per_query(per_query_sink, Path(out_dir) / "per_query.jsonl.gz")
     return result
+
+
+def write_per_query(records: Iterable[dict], path: str | Path) -> Path:
+    """Per-query records as gzip JSONL, written to a temporary file and renamed (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+            for record in records:
+                f.write((json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8"))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_per_query(path: str | Path) -> list[dict]:
+    """Records written by ``write_per_query``; a clear error for a missing or damaged file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: per-query values not found (delete the cell from cells.jsonl, or the "
+                                "whole --out folder, to recompute it)")
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except (OSError, EOFError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a per-query values file ({e})") from e
 
 
 def _tag(name: str) -> str:

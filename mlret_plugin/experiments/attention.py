@@ -9,7 +9,17 @@ lengthened by the noise transform. Degradation is each variant minus dense at th
 Order of work: one variant at a time (optionally fine-tuned after the swap), one noise level at a time,
 pool sizes ascending; pools are nested, so a language's candidates are encoded once per (variant,
 noise) and reused by every larger pool. Queries are encoded once per variant. Finished cells are in
-``OUT/cells.jsonl``; a restarted grid skips them.
+``OUT/cells.jsonl`` (their per-query AP / MaxRankDist in ``OUT/per_query/``); a restarted grid skips them.
+
+Seeds: a fine-tuned grid trains every variant once per training seed (``seeds``, default 0, 1, 2) and
+reports the mean +- std over seeds; a zero-shot swap has no training seed. ``seed`` is the data seed
+(noise draws, pool order) and is the same for every training seed.
+
+Joining commands: the report covers every finished cell in ``OUT`` that shares this grid's fixed settings
+(model, collection, candidates, length, backend, data seed, fine-tune recipe), whatever its variant, noise
+level, distractor language, pool or training seed. So a grid too long for one command runs as several
+commands sharing one ``--out`` (one seed, one noise level, ... each), and each writes the joined report.
+Each variant is tested against dense at the same noise, distractors and pool (``experiments.significance``).
 """
 from __future__ import annotations
 
@@ -20,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlret_plugin.experiments.cache import CellCache, cell_key
+from mlret_plugin.experiments.significance import save_per_query
 from mlret_plugin.experiments.noise import NoiseSpec
 from mlret_plugin.experiments.pools import parse_pool_sizes, pool_languages
 from mlret_plugin.experiments.variants import AttentionVariant, parse_variants
@@ -42,6 +53,7 @@ class AttentionGrid:
     candidates: str = "context"
     mixed_noise: bool = False
     seed: int = 0
+    seeds: list[int | None] = field(default_factory=lambda: [None])  # training seeds; [None] when zero-shot
     max_seq_length: int | None = None
     batch_size: int = 32
     backend: str = "auto"
@@ -53,20 +65,50 @@ class AttentionGrid:
     resolved_model: str = field(default="", repr=False)
     train_data: object = field(default=None, repr=False)  # loaded and checked by build_grid
 
-    def cells(self) -> list[tuple[AttentionVariant, float, int]]:
-        return [(v, n, p) for v in self.variants for n in self.noise for p in self.pool_sizes]
+    def cells(self) -> list[tuple[AttentionVariant, float, int, int | None]]:
+        return [(v, n, p, s) for v in self.variants for n in self.noise for p in self.pool_sizes for s in self.seeds]
 
-    def params(self, variant: AttentionVariant, noise: float, pool_size: int) -> dict:
+    def params(self, variant: AttentionVariant, noise: float, pool_size: int, train_seed: int | None = None) -> dict:
         """Everything that defines a cell's numbers (its cache key)."""
         return {
             "experiment": "attention", "collection": self.collection, "model": self.resolved_model,
-            "variant": variant.params(), "noise": noise, "mixed_noise": self.mixed_noise, "seed": self.seed,
-            "pool": list(pool_languages(self.collection, pool_size, self.seed)), "candidates": self.candidates,
-            "max_seq_length": self.max_seq_length, "backend": self.backend, "measures": list(MEASURES),
+            "variant": variant.params(), "noise": noise, "mixed_noise": self.mixed_noise if noise > 0 else False,
+            "seed": self.seed, "pool": list(pool_languages(self.collection, pool_size, self.seed)),
+            "candidates": self.candidates, "max_seq_length": self.max_seq_length, "backend": self.backend,
+            "measures": list(MEASURES),
             "finetune": None if not self.finetune_steps else {
                 "steps": self.finetune_steps, "train": self.finetune_train, "alpha": self.finetune_alpha,
-                "batch_size": self.finetune_batch_size},
+                "batch_size": self.finetune_batch_size, "seed": train_seed},
         }
+
+    def joins(self, params: dict) -> bool:
+        """Whether a cached cell belongs in this grid's report: equal on everything but the grid's axes."""
+        def fixed(p: dict) -> dict:
+            p = {k: v for k, v in p.items() if k not in ("variant", "noise", "mixed_noise", "pool")}
+            if p.get("finetune"):
+                p["finetune"] = {k: v for k, v in p["finetune"].items() if k != "seed"}
+            return p
+
+        reference = self.params(self.variants[0], self.noise[0], self.pool_sizes[0], self.seeds[0])
+        return params.get("experiment") == "attention" and fixed(params) == fixed(reference)
+
+
+def parse_seeds(text: str | None, finetune_steps: int) -> list[int | None]:
+    """``--seeds 0,1,2`` -> [0, 1, 2]; a zero-shot grid has no training seed ([None])."""
+    if text is None:
+        return [0, 1, 2] if finetune_steps else [None]
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not seeds:
+        raise ValueError("--seeds is empty; e.g. 0,1,2")
+    if not finetune_steps:
+        raise ValueError("--seeds: a zero-shot swap trains nothing, so it has no training seed; add --finetune-steps N "
+                         "(--seed sets the noise draws and pool order)")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text!r}: a seed is given twice")
+    return seeds
 
 
 def parse_noise(text: str) -> list[float]:
@@ -98,7 +140,7 @@ def load_swappable(model_path: str, max_seq_length: int | None):
 
 
 def build_grid(collection: str, model: str, variants: str, noise: str, pool_sizes: str, out: str | Path,
-               **options) -> tuple[AttentionGrid, object]:
+               seeds: str | None = None, **options) -> tuple[AttentionGrid, object]:
     """Validate every argument and load the model (checking it can swap attention) before any cell runs."""
     from mlret_plugin.datasets import COLLECTIONS
     from mlret_plugin.evaluation.models import model_name, resolve_model_spec
@@ -108,6 +150,7 @@ def build_grid(collection: str, model: str, variants: str, noise: str, pool_size
     grid = AttentionGrid(collection=collection, model=model, variants=parse_variants(variants),
                          noise=parse_noise(noise), pool_sizes=parse_pool_sizes(pool_sizes, collection),
                          out=Path(out), **options)
+    grid.seeds = parse_seeds(seeds, grid.finetune_steps)
     if grid.candidates not in ("context", "sentence"):
         raise ValueError(f"--candidates {grid.candidates!r}; expected context or sentence")
     if grid.candidates == "sentence" and any(n > 0 for n in grid.noise):
@@ -140,6 +183,7 @@ def build_grid(collection: str, model: str, variants: str, noise: str, pool_size
 
 def _annotate(rows: list[dict], grid: AttentionGrid, variant: AttentionVariant, noise: float, pool_size: int) -> list[dict]:
     extra = {"experiment": "attention", "model": grid.model_label, "variant": variant.label, "noise": noise,
+             "mixed_noise": grid.mixed_noise if noise > 0 else False,
              "pool_size": pool_size, "candidates": grid.candidates, "finetune_steps": grid.finetune_steps}
     return [{**row, **extra} for row in rows]
 
@@ -158,8 +202,9 @@ def run_attention_grid(grid: AttentionGrid, model=None, progress: bool = True) -
     bar = tqdm(total=len(cells), initial=done, desc="attention grid", unit="cell", disable=not progress)
     try:
         train_data = grid.train_data
-        for variant in grid.variants:
-            todo = [(n, p) for n in grid.noise for p in grid.pool_sizes if grid.params(variant, n, p) not in cache]
+        for variant, train_seed in ((v, s) for v in grid.variants for s in grid.seeds):
+            todo = [(n, p) for n in grid.noise for p in grid.pool_sizes
+                    if grid.params(variant, n, p, train_seed) not in cache]
             if not todo:
                 continue
             if model is None or grid.finetune_steps:
@@ -173,17 +218,18 @@ def run_attention_grid(grid: AttentionGrid, model=None, progress: bool = True) -
                     train_data = load_train_data(grid.finetune_train, passage_field=FINETUNE_PASSAGES)
                 start = time.perf_counter()
                 train_info = finetune(model, train_data, grid.finetune_alpha, grid.finetune_steps,
-                                      batch_size=grid.finetune_batch_size, seed=grid.seed, show_progress_bar=progress)
+                                      batch_size=grid.finetune_batch_size, seed=train_seed, show_progress_bar=progress)
                 train_info["seconds"] = time.perf_counter() - start  # once per variant, shared by its cells
             shared_queries: dict = {}
             for noise in grid.noise:
                 retriever = None
                 for pool_size in grid.pool_sizes:
-                    params = grid.params(variant, noise, pool_size)
+                    params = grid.params(variant, noise, pool_size, train_seed)
                     if params in cache:
                         continue
                     langs = pool_languages(grid.collection, pool_size, grid.seed)
-                    bar.set_postfix_str(f"{variant.label} noise={noise:g} pool={pool_size}")
+                    bar.set_postfix_str(f"{variant.label} noise={noise:g} pool={pool_size}"
+                                        + ("" if train_seed is None else f" seed={train_seed}"))
                     if retriever is None:
                         retriever = NoisyDenseRetriever(
                             model, NoiseSpec(noise, mixed=grid.mixed_noise, seed=grid.seed), shared_queries=shared_queries,
@@ -191,9 +237,12 @@ def run_attention_grid(grid: AttentionGrid, model=None, progress: bool = True) -
                             name=f"{variant.label}@noise={noise:g}",
                         )
                     start = time.perf_counter()
-                    rows = run_lareqa(grid.collection, [retriever], langs=langs, measures=MEASURES, progress=False)
+                    records: list[dict] = []
+                    rows = run_lareqa(grid.collection, [retriever], langs=langs, measures=MEASURES, progress=False,
+                                      per_query_sink=records)
                     info = {"seconds": time.perf_counter() - start, "noise": retriever.stats_for(langs),
                             "finetune": train_info, "max_seq_length": model.max_seq_length}
+                    save_per_query(grid.out, cell_key(params), records)  # before the cell counts as finished
                     cache.put(params, _annotate(rows, grid, variant, noise, pool_size), info)
                     bar.update(1)
     except KeyboardInterrupt:
@@ -204,21 +253,43 @@ def run_attention_grid(grid: AttentionGrid, model=None, progress: bool = True) -
     return _write_attention(grid, cache, cells)
 
 
-def _write_attention(grid: AttentionGrid, cache: CellCache, cells: list, interrupted: bool = False) -> list[dict]:
-    """Outputs from the finished cells (all of them, or those done before an interruption)."""
-    from mlret_plugin.experiments.report import add_degradation, rows_of, write_attention_outputs
+def _train_seed(params: dict) -> int | None:
+    return (params.get("finetune") or {}).get("seed")
 
-    ordered = [cell for cell in (cache.get(grid.params(*c)) for c in cells) if cell is not None]
-    if not ordered:
-        return []
-    for cell in ordered:
+
+def attention_points(grid: AttentionGrid, cells: list[dict]) -> list:
+    """Grid points (variant, noise, distractors, pool) of the finished cells, each with its seeds; the
+    baseline of a point is dense at the same noise, distractors and pool."""
+    from mlret_plugin.experiments.significance import Point
+
+    order = {v.label: i for i, v in enumerate(grid.variants)}
+    points: dict[tuple, Point] = {}
+    for cell in cells:
+        first = cell["rows"][0]
         achieved = cell["info"].get("noise", {}).get("achieved_level")
         for row in cell["rows"]:
             row.setdefault("achieved_noise", achieved)
-    rows = add_degradation(rows_of(ordered))
-    header = _header(grid, ordered)
+        coord = (first["variant"], first["noise"], bool(first.get("mixed_noise")), first["pool_size"])
+        point = points.setdefault(coord, Point(coord, first["variant"], {}, ("dense", *coord[1:])))
+        point.cells[_train_seed(cell["params"])] = cell
+    return sorted(points.values(), key=lambda p: (order.get(p.coord[0], len(order)), p.coord[0], *p.coord[1:]))
+
+
+def _write_attention(grid: AttentionGrid, cache: CellCache, cells: list, interrupted: bool = False) -> list[dict]:
+    """Outputs from every finished cell that joins this grid (see the module doc), after all of the grid's
+    cells or those done before an interruption."""
+    from mlret_plugin.experiments.report import add_degradation, write_attention_outputs
+    from mlret_plugin.experiments.significance import summarize
+
+    joined = [c for c in cache.cells() if grid.joins(c["params"])]
+    if not joined:
+        return []
+    points = attention_points(grid, joined)
+    rows = add_degradation(summarize(points, grid.out))
+    header = _header(grid, joined)
     if interrupted:
-        header += (f"\n\n**Interrupted: {len(ordered)} of {len(cells)} cells finished.** Rerun the same command to "
+        finished = sum(grid.params(*c) in cache for c in cells)
+        header += (f"\n\n**Interrupted: {finished} of {len(cells)} cells finished.** Rerun the same command to "
                    "resume.")
     write_attention_outputs(rows, grid.out, header)
     return rows
@@ -230,8 +301,9 @@ def _header(grid: AttentionGrid, cells: list[dict]) -> str:
     import torch
 
     seconds = sum(c["info"].get("seconds", 0.0) for c in cells)
-    # a variant's fine-tune is recorded in each of its cells; count it once per variant
-    trained = {cell_key(c["params"]["variant"]): (c["info"].get("finetune") or {}).get("seconds", 0.0) for c in cells}
+    # a variant's fine-tune is recorded in each of its cells; count it once per (variant, seed)
+    trained = {cell_key([c["params"]["variant"], _train_seed(c["params"])]): (c["info"].get("finetune") or {}).get("seconds", 0.0)
+               for c in cells}
     train_seconds = sum(trained.values())
     achieved = {}
     for c in cells:
@@ -239,24 +311,33 @@ def _header(grid: AttentionGrid, cells: list[dict]) -> str:
         level = c["info"].get("noise", {}).get("achieved_level")
         capped = c["info"].get("noise", {}).get("capped")
         if p["noise"] and level is not None:
-            achieved.setdefault(p["noise"], (level, capped))
-    noise_note = "; ".join(f"{n:g} -> {lv:.2f} achieved ({cp} paragraphs capped)" for n, (lv, cp) in sorted(achieved.items()))
-    pools = {p: ",".join(pool_languages(grid.collection, p, grid.seed)) for p in grid.pool_sizes}
+            achieved.setdefault((p["noise"], bool(p.get("mixed_noise"))), (level, capped))
+    noise_note = "; ".join(f"{n:g}{' mixed' if m else ''} -> {lv:.2f} achieved ({cp} paragraphs capped)"
+                           for (n, m), (lv, cp) in sorted(achieved.items()))
+    sizes = sorted({len(c["params"]["pool"]) for c in cells})
+    pools = {p: ",".join(pool_languages(grid.collection, p, grid.seed)) for p in sizes}
+    seeds = sorted({s for s in (_train_seed(c["params"]) for c in cells) if s is not None})
+    variants = list(dict.fromkeys(c["rows"][0]["variant"] for c in cells))
+    levels = ", ".join(f"{n:g}" for n in sorted({c["params"]["noise"] for c in cells}))
     ft = (f"fine-tuned {grid.finetune_steps} steps after the swap on {grid.finetune_train} (alpha "
-          f"{grid.finetune_alpha}, batch {grid.finetune_batch_size})" if grid.finetune_steps else "zero-shot swap (no fine-tuning)")
+          f"{grid.finetune_alpha}, batch {grid.finetune_batch_size}), training seeds {', '.join(map(str, seeds))} "
+          "(values: mean over seeds, ± std)" if grid.finetune_steps else "zero-shot swap (no fine-tuning)")
     return "\n".join([
         f"# Attention experiment: {grid.collection}",
         "",
         f"- Model: {grid.model_label} ({grid.resolved_model}), max_seq_length {grid.max_seq_length}; {ft}",
-        f"- Candidates: {grid.candidates}; noise levels {', '.join(f'{n:g}' for n in grid.noise)} "
-        f"({'mixed' if grid.mixed_noise else 'same'}-language distractors, seed {grid.seed}); achieved: {noise_note or '-'}",
+        f"- Candidates: {grid.candidates}; noise levels {levels}"
+        f" (distractors: same language, or every language where marked mixed; data seed {grid.seed}); achieved: "
+        f"{noise_note or '-'}",
         f"- Pools (English first, seeded order, nested): " + "; ".join(f"{k}: {v}" for k, v in pools.items()),
-        f"- Variants: {', '.join(v.label for v in grid.variants)} (backend {grid.backend})",
+        f"- Variants: {', '.join(variants)} (backend {grid.backend}); every finished cell in this folder with the same "
+        "model, collection, candidates, length and fine-tune recipe is reported (commands sharing --out join here)",
         f"- Machine: {platform.machine()} {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}; cell compute time {(seconds + train_seconds) / 60:.1f} min"
         + (f" (fine-tuning {train_seconds / 60:.1f} min)" if train_seconds else ""),
-        "- Δ = variant - dense at the same noise and pool (AP, R@k: negative is a loss; MaxRankDist: positive is a loss).",
+        "- Δ = variant - dense at the same noise, distractors and pool (AP, R@k: negative is a loss; MaxRankDist: "
+        "positive is a loss).",
     ])
 
 
-__all__ = ["AttentionGrid", "build_grid", "parse_noise", "run_attention_grid"]
+__all__ = ["AttentionGrid", "attention_points", "build_grid", "parse_noise", "parse_seeds", "run_attention_grid"]

@@ -58,6 +58,10 @@ class CellCache:
     def __contains__(self, params: dict) -> bool:
         return cell_key(params) in self._cells
 
+    def cells(self) -> list[dict]:
+        """Every finished cell, in the order they were written."""
+        return list(self._cells.values())
+
     def get(self, params: dict) -> dict | None:
         """The finished cell (``rows``, ``info``) for these parameters, or None."""
         return self._cells.get(cell_key(params))

@@ -11,11 +11,12 @@ import tempfile
 from pathlib import Path
 
 
-def load_train_data(train: str, passage_field: str = "text"):
-    """Parallel rows (group_id, lang, query, passage) from an mlret dataset id or a JSONL file."""
+def load_train_data(train: str, passage_field: str = "text", exclude_articles: set[int] | None = None):
+    """Parallel rows (group_id, lang, query, passage) from an mlret dataset id or a JSONL file, without the
+    questions of ``exclude_articles`` (held out for evaluation)."""
     from mlret_plugin.training import load_parallel
 
-    return load_parallel(train, passage_field=passage_field)
+    return load_parallel(train, passage_field=passage_field, exclude_articles=exclude_articles)
 
 
 def check_batches(train_dataset, batch_size: int, alpha: float) -> None:

@@ -9,6 +9,19 @@ A size series from one checkpoint: ``MODEL:layers=N`` keeps the first N transfor
 pooling and the rest unchanged), e.g. ``offline-minilm:layers=2,offline-minilm:layers=4,offline-minilm``.
 Such models are labelled ``NAME[first N of M layers]``: they are truncations, not separately
 pre-trained small models, and start from a worse point than a real small checkpoint would.
+
+Seeds: every trained cell runs once per training seed (``seeds``, default 0, 1, 2); tables show the mean
++- std over seeds, and each alpha is tested against the ``baseline`` alpha (default 0.5, or ``untrained``)
+of the same model (``experiments.significance``). The untrained cell has no seed.
+
+Held-out articles: with ``holdout_articles`` K (a dataset id as ``train``), K seeded articles of the training
+collection are removed from training, and every cell is evaluated twice: zero-shot on ``eval`` and on the
+held-out questions of the training collection (candidates: its whole collection), as ``mlret train
+--holdout-articles`` does.
+
+Joining commands: the report covers every finished cell in ``OUT`` with the same evaluation and training
+recipe, whatever its model, alpha or seed, so a long grid runs as several commands sharing one ``--out``
+(one seed or one alpha each) and each writes the joined report.
 """
 from __future__ import annotations
 
@@ -17,7 +30,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlret_plugin.experiments.cache import CellCache
+from mlret_plugin.experiments.cache import CellCache, cell_key
+from mlret_plugin.experiments.significance import save_per_query
 
 MEASURES = ("AP", "R@1", "R@10", "MaxRankDist")
 
@@ -127,29 +141,84 @@ class RatioGrid:
     passage_field: str = "text"
     batch_size: int = 16
     learning_rate: float = 2e-5
-    seed: int = 0
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    baseline: float | None = 0.5  # the alpha every other alpha of a model is tested against (None: untrained)
+    holdout_articles: int = 0
+    holdout_seed: int = 0
     eval_batch_size: int = 64
     include_untrained: bool = True
     _langs: tuple = field(default=(), repr=False)
+    held_out: list = field(default_factory=list, repr=False)  # article numbers held out of training
+    _evaluations: list | None = field(default=None, repr=False)
     train_data: object = field(default=None, repr=False)  # loaded and checked by build_ratio_grid
 
-    def cells(self) -> list[tuple[ModelSpec, float | None]]:
-        alphas = ([None] if self.include_untrained else []) + list(self.alphas)
-        return [(m, a) for m in self.models for a in alphas]
+    def cells(self) -> list[tuple[ModelSpec, float | None, int | None]]:
+        untrained = [(None, None)] if self.include_untrained else []
+        return [(m, a, s) for m in self.models for a, s in untrained + [(a, s) for a in self.alphas for s in self.seeds]]
 
-    def params(self, model: ModelSpec, alpha: float | None) -> dict:
+    def params(self, model: ModelSpec, alpha: float | None, seed: int | None = None) -> dict:
         trained = alpha is not None
         return {
             "experiment": "ratio", "model": model.path, "layers": model.layers, "alpha": alpha,
             "train": self.train if trained else None, "max_steps": self.max_steps if trained else 0,
             "batch_size": self.batch_size if trained else None, "lr": self.learning_rate if trained else None,
-            "passage_field": self.passage_field if trained else None, "seed": self.seed,
+            "passage_field": self.passage_field if trained else None, "seed": seed if trained else None,
             "eval": self.eval_collection, "langs": list(self._langs), "candidates": self.candidates, "measures": list(MEASURES),
+            **({"holdout": {"train": self.train, "articles": self.held_out}} if self.holdout_articles else {}),
         }
+
+    def joins(self, params: dict) -> bool:
+        """Whether a cached cell belongs in this grid's report: same evaluation and, if trained, same recipe."""
+        reference = self.params(self.models[0], self.alphas[0], self.seeds[0])
+        keys = ["experiment", "eval", "langs", "candidates", "measures", "holdout"]
+        if params.get("alpha") is not None:
+            keys += ["train", "max_steps", "batch_size", "lr", "passage_field"]
+        return all(params.get(k) == reference.get(k) for k in keys)
+
+    def evaluations(self) -> list[tuple[str, str, tuple, object]]:
+        """(name, collection, languages, query groups) of each evaluation of a cell (computed once)."""
+        if self._evaluations is not None:
+            return self._evaluations
+        out = [(self.eval_collection, self.eval_collection, self._langs, None)]
+        if self.holdout_articles:
+            from mlret_plugin.datasets import parse_dataset_id
+            from mlret_plugin.training.data import held_out_groups
+
+            collection = parse_dataset_id(self.train).collection
+            out.append((f"{collection} held-out", collection, None, held_out_groups(self.train, set(self.held_out))))
+        self._evaluations = out
+        return out
+
+
+def parse_seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text!r}: expected distinct integers, e.g. 0,1,2")
+    return seeds
+
+
+def parse_baseline(text: str | None, alphas: list[float], include_untrained: bool) -> float | None:
+    """``--baseline`` -> an alpha of the grid, or None for the untrained model."""
+    if text == "untrained":
+        if not include_untrained:
+            raise ValueError("--baseline untrained needs the untrained cells; drop --no-untrained")
+        return None
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise ValueError(f"--baseline {text!r}: expected one of the --alphas or 'untrained'") from None
+    if value not in alphas:
+        raise ValueError(f"--baseline {text}: not among --alphas {', '.join(f'{a:g}' for a in alphas)}; add it there, "
+                         "or pass --baseline untrained / another alpha")
+    return value
 
 
 def build_ratio_grid(train: str, eval_collection: str, models: str, alphas: str, max_steps: int, out: str | Path,
-                     eval_langs: str | None = None, **options) -> RatioGrid:
+                     eval_langs: str | None = None, seeds: str = "0,1,2", baseline: str | None = "0.5",
+                     **options) -> RatioGrid:
     """Validate every argument (data ids, models, alphas, steps) before any training starts."""
     from mlret_plugin.datasets import COLLECTIONS, parse_dataset_id
     from mlret_plugin.datasets.subsets import check_langs
@@ -162,13 +231,23 @@ def build_ratio_grid(train: str, eval_collection: str, models: str, alphas: str,
         raise ValueError(f"--max-steps {max_steps}; expected >= 1")
     langs = [x.strip() for x in eval_langs.split(",") if x.strip()] if eval_langs else list(COLLECTIONS[eval_collection])
     grid = RatioGrid(train=train, eval_collection=eval_collection, models=parse_models(models), alphas=parse_alphas(alphas),
-                     max_steps=max_steps, out=Path(out), eval_langs=langs, **options)
+                     max_steps=max_steps, out=Path(out), eval_langs=langs, seeds=parse_seed_list(seeds), **options)
+    grid.baseline = parse_baseline(baseline, grid.alphas, grid.include_untrained)
     grid._langs = check_langs(eval_collection, langs)
     if grid.candidates not in ("context", "sentence"):
         raise ValueError(f"--candidates {grid.candidates!r}; expected context or sentence")
+    if grid.holdout_articles < 0:
+        raise ValueError(f"--holdout-articles {grid.holdout_articles}; expected >= 0")
+    if grid.holdout_articles:
+        if str(train).endswith(".jsonl") or Path(train).is_file():
+            raise ValueError("--holdout-articles needs --train to be a dataset id (articles come from its doc ids)")
+        from mlret_plugin.cli.train import holdout_articles
+
+        grid.held_out = holdout_articles(train, grid.holdout_articles, grid.holdout_seed)
     from mlret_plugin.experiments.finetune import check_batches, load_train_data
 
-    grid.train_data = load_train_data(grid.train, passage_field=grid.passage_field)
+    grid.train_data = load_train_data(grid.train, passage_field=grid.passage_field,
+                                      exclude_articles=set(grid.held_out) or None)
     for alpha in grid.alphas:  # too few groups / a language too small for X-X: fail before any cell
         check_batches(grid.train_data, grid.batch_size, alpha)
     for spec in grid.models:  # loads each once: missing folders, bad layer counts fail here
@@ -189,28 +268,39 @@ def run_ratio_grid(grid: RatioGrid, progress: bool = True) -> list[dict]:
                unit="cell", disable=not progress)
     try:
         train_data = grid.train_data
-        for spec, alpha in cells:
-            params = grid.params(spec, alpha)
+        for spec, alpha, seed in cells:
+            params = grid.params(spec, alpha, seed)
             if params in cache:
                 continue
-            bar.set_postfix_str(f"{spec.label} alpha={'untrained' if alpha is None else alpha}")
+            bar.set_postfix_str(f"{spec.label} alpha={'untrained' if alpha is None else alpha}"
+                                + ("" if alpha is None else f" seed={seed}"))
             model, n_params, total_layers = load_sized(spec)
             start = time.perf_counter()
             train_info = {}
             if alpha is not None:
                 if train_data is None:
-                    train_data = load_train_data(grid.train, passage_field=grid.passage_field)
+                    train_data = load_train_data(grid.train, passage_field=grid.passage_field,
+                                                 exclude_articles=set(grid.held_out) or None)
                 train_info = finetune(model, train_data, alpha, grid.max_steps, batch_size=grid.batch_size,
-                                      learning_rate=grid.learning_rate, seed=grid.seed, show_progress_bar=progress)
+                                      learning_rate=grid.learning_rate, seed=seed, show_progress_bar=progress)
             train_seconds = time.perf_counter() - start
-            retriever = DenseRetriever(model, candidates=grid.candidates, batch_size=grid.eval_batch_size,
-                                       show_progress_bar=False, name=f"{spec.label}@alpha={alpha}")
-            rows = run_lareqa(grid.eval_collection, [retriever], langs=grid._langs, measures=MEASURES, progress=False)
             extra = {"experiment": "ratio", "model": spec.label, "layers": spec.layers or total_layers,
                      "params": n_params, "alpha": alpha, "steps": train_info.get("steps", 0), "train": params["train"],
                      "candidates": grid.candidates}
+            rows: list[dict] = []
+            records: list[dict] = []
+            for eval_name, collection, langs, groups in grid.evaluations():
+                # a new retriever per evaluation: candidates of another collection share nothing
+                retriever = DenseRetriever(model, candidates=grid.candidates, batch_size=grid.eval_batch_size,
+                                           show_progress_bar=False, name=f"{spec.label}@alpha={alpha}")
+                sink: list[dict] = []
+                found = run_lareqa(collection, [retriever], langs=langs, measures=MEASURES, progress=False,
+                                   query_groups=groups, per_query_sink=sink)
+                rows += [{**r, **extra, "eval": eval_name} for r in found]
+                records += [{**r, "eval": eval_name} for r in sink]
             info = {"train_seconds": train_seconds, "eval_seconds": time.perf_counter() - start - train_seconds, **train_info}
-            cache.put(params, [{**r, **extra} for r in rows], info)
+            save_per_query(grid.out, cell_key(params), records)  # before the cell counts as finished
+            cache.put(params, rows, info)
             bar.update(1)
     except KeyboardInterrupt:
         bar.close()
@@ -220,17 +310,38 @@ def run_ratio_grid(grid: RatioGrid, progress: bool = True) -> list[dict]:
     return _write_ratio(grid, cache, cells)
 
 
-def _write_ratio(grid: RatioGrid, cache: CellCache, cells: list, interrupted: bool = False) -> list[dict]:
-    """Outputs from the finished cells (all of them, or those done before an interruption)."""
-    from mlret_plugin.experiments.report import rows_of, write_ratio_outputs
+def ratio_points(grid: RatioGrid, cells: list[dict]) -> list:
+    """Grid points (model, alpha) of the finished cells, each with its seeds; each model's alphas are tested
+    against its ``grid.baseline`` alpha (the baseline itself is not)."""
+    from mlret_plugin.experiments.significance import Point
 
-    ordered = [cell for cell in (cache.get(grid.params(*c)) for c in cells) if cell is not None]
-    if not ordered:
+    points: dict[tuple, Point] = {}
+    for cell in cells:
+        first = cell["rows"][0]
+        coord = (first["model"], first["alpha"])
+        base = (first["model"], grid.baseline)
+        label = "untrained" if first["alpha"] is None else f"alpha {first['alpha']:g}"
+        point = points.setdefault(coord, Point(coord, label, {}, None if base == coord else base))
+        point.cells[cell["params"]["seed"]] = cell
+    order = {m.label: i for i, m in enumerate(grid.models)}
+    return sorted(points.values(), key=lambda p: (order.get(p.coord[0], len(order)), p.coord[0],
+                                                  p.coord[1] is not None, p.coord[1] or 0.0))
+
+
+def _write_ratio(grid: RatioGrid, cache: CellCache, cells: list, interrupted: bool = False) -> list[dict]:
+    """Outputs from every finished cell that joins this grid (see the module doc)."""
+    from mlret_plugin.experiments.report import add_baseline_delta, write_ratio_outputs
+    from mlret_plugin.experiments.significance import summarize
+
+    joined = [c for c in cache.cells() if grid.joins(c["params"])]
+    if not joined:
         return []
-    rows = rows_of(ordered)
-    header = _header(grid, ordered)
+    rows = add_baseline_delta(summarize(ratio_points(grid, joined), grid.out,
+                                        evals=[name for name, *_ in grid.evaluations()]), grid.baseline)
+    header = _header(grid, joined)
     if interrupted:
-        header += (f"\n\n**Interrupted: {len(ordered)} of {len(cells)} cells finished.** Rerun the same command to "
+        finished = sum(grid.params(*c) in cache for c in cells)
+        header += (f"\n\n**Interrupted: {finished} of {len(cells)} cells finished.** Rerun the same command to "
                    "resume.")
     write_ratio_outputs(rows, grid.out, header)
     return rows
@@ -242,17 +353,29 @@ def _header(grid: RatioGrid, cells: list[dict]) -> str:
     import torch
 
     minutes = sum(c["info"].get("train_seconds", 0) + c["info"].get("eval_seconds", 0) for c in cells) / 60
+    seeds = sorted({c["params"]["seed"] for c in cells if c["params"]["seed"] is not None})
+    models = list(dict.fromkeys(c["rows"][0]["model"] for c in cells))
+    alphas = sorted({c["params"]["alpha"] for c in cells if c["params"]["alpha"] is not None})
+    held = (f"; {len(grid.held_out)} articles of {grid.train} held out of training ({grid.held_out}, holdout seed "
+            f"{grid.holdout_seed}) and evaluated as '{grid.evaluations()[1][0]}' (their questions against every candidate)"
+            if grid.holdout_articles else "")
     return "\n".join([
         f"# Ratio experiment: model size x alpha, train {grid.train} -> evaluate {grid.eval_collection}",
         "",
-        f"- Models: {', '.join(m.label for m in grid.models)} (truncated models keep the first N layers of one checkpoint)",
+        f"- Models: {', '.join(models)} (truncated models keep the first N layers of one checkpoint)",
         f"- Training: {grid.max_steps} steps of hybrid batches ({grid.batch_size} pairs, MultipleNegativesRankingLoss, "
-        f"lr {grid.learning_rate}, seed {grid.seed}, passages: {grid.passage_field}); alphas {', '.join(f'{a:g}' for a in grid.alphas)}"
-        + ("; 'untrained' rows are the starting point" if grid.include_untrained else ""),
+        f"lr {grid.learning_rate}, passages: {grid.passage_field}); alphas {', '.join(f'{a:g}' for a in alphas)}; "
+        f"training seeds {', '.join(map(str, seeds)) or '-'} (values: mean over seeds, ± std)"
+        + ("; 'untrained' rows are the starting point" if grid.include_untrained else "") + held,
         f"- Evaluation: {grid.eval_collection} over {', '.join(grid._langs)}, candidates {grid.candidates}, mAP over the full ranking",
+        f"- Tests: each alpha against {'the untrained model' if grid.baseline is None else f'alpha {grid.baseline:g}'} "
+        "of the same model; Δ = alpha - baseline",
+        f"- Every finished cell in this folder with the same evaluation and training recipe is reported (commands "
+        "sharing --out join here)",
         f"- Machine: {platform.machine()} {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}; compute time {minutes:.1f} min",
     ])
 
 
-__all__ = ["ModelSpec", "RatioGrid", "build_ratio_grid", "parse_alphas", "parse_models", "run_ratio_grid"]
+__all__ = ["ModelSpec", "RatioGrid", "build_ratio_grid", "parse_alphas", "parse_baseline", "parse_models", "parse_seed_list",
+           "ratio_points", "run_ratio_grid"]

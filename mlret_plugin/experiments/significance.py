@@ -1,0 +1,165 @@
+"""Seeds and paired tests for the grids' reports.
+
+A grid *point* is one coordinate of a grid (attention: variant, noise, distractors, pool; ratio: model,
+alpha, evaluation) with one finished cell per training seed. ``summarize`` turns points into result rows:
+- every row's ``value`` is the mean over the point's seeds, with ``std`` (sample std; 0 for one seed),
+  ``seeds`` and ``n_seeds``;
+- the summary rows of ``TESTED`` (setting, measure) pairs of a point with a baseline get a paired test
+  against it (``evaluation.stats``: sign-flip randomisation test over questions, 95% bootstrap CI of the
+  mean difference; per-query values averaged over the seeds both points share first), and Holm's
+  adjustment across every test of the report (one table): ``p_value``, ``p_holm``, ``ci_low``,
+  ``ci_high``, ``n_queries``, ``n_units``, ``baseline``. Rows without a test carry None there.
+
+Per-query values live next to the cell cache: ``OUT/per_query/{cell key}.jsonl.gz`` (AP and MaxRankDist
+only), written atomically before the cell enters ``cells.jsonl``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from mlret_plugin.evaluation.lareqa import read_per_query, write_per_query
+from mlret_plugin.evaluation.stats import ALPHA, N_RESAMPLES, compare, holm, mean_over_seeds, weighted_values
+
+STAT_MEASURES = ("AP", "MaxRankDist")
+TESTED = (("mono", "AP"), ("cross", "AP"), ("multi", "AP"), ("multi", "MaxRankDist"))
+TEST_FIELDS = ("p_value", "p_holm", "ci_low", "ci_high", "n_queries", "n_units", "baseline")
+_ROW_KEY = ("eval", "dataset", "system", "measure", "setting", "breakdown", "qlang", "dlang")
+
+
+def per_query_path(out: Path, key: str) -> Path:
+    return Path(out) / "per_query" / f"{key}.jsonl.gz"
+
+
+def save_per_query(out: Path, key: str, records: Iterable[dict]) -> Path:
+    return write_per_query([r for r in records if r["measure"] in STAT_MEASURES], per_query_path(out, key))
+
+
+@dataclass
+class Point:
+    coord: tuple
+    label: str  # how tables name it (the baseline column of the tests)
+    cells: dict  # training seed (None: untrained / zero-shot) -> finished cell
+    baseline: tuple | None = None
+    extra: dict = field(default_factory=dict)  # fields every row of the point gets
+
+
+def _mean_rows(point: Point) -> list[dict]:
+    seeds = sorted(point.cells, key=lambda s: (s is not None, s if s is not None else -1))
+    grouped: dict[tuple, list[dict]] = {}
+    for seed in seeds:
+        for row in point.cells[seed]["rows"]:
+            grouped.setdefault(tuple(row.get(k) for k in _ROW_KEY), []).append(row)
+    out = []
+    for rows in grouped.values():
+        values = [r["value"] for r in rows]
+        row = {**rows[0], **point.extra, "value": float(np.mean(values)),
+               "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+               "seeds": [s for s in seeds if s is not None], "n_seeds": len(rows)}
+        out.append({**row, **{k: None for k in TEST_FIELDS}})
+    return out
+
+
+class _PerQuery:
+    """Loads each cell's per-query file once."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self._loaded: dict[str, list[dict]] = {}
+
+    def records(self, cell: dict, eval_name: str | None) -> list[dict]:
+        key = cell["key"]
+        if key not in self._loaded:
+            self._loaded[key] = read_per_query(per_query_path(self.out, key))
+        return [r for r in self._loaded[key] if r.get("eval") == eval_name]
+
+
+def _paired_seeds(point: Point, base: Point) -> tuple[list, list]:
+    """Seeds of the point and of its baseline that enter a test: the seeds both have, or all of them when
+    one side has no seed (untrained / zero-shot: one cell, whatever the seeds)."""
+    if list(point.cells) == [None] or list(base.cells) == [None]:
+        return list(point.cells), list(base.cells)
+    shared = [s for s in point.cells if s in base.cells]
+    return shared, shared
+
+
+def summarize(points: list[Point], out: Path, evals: Iterable[str | None] = (None,),
+              n_resamples: int = N_RESAMPLES) -> list[dict]:
+    """Seed-averaged rows of every point, with the paired tests against each point's baseline."""
+    by_coord = {p.coord: p for p in points}
+    rows_of = {p.coord: _mean_rows(p) for p in points}
+    per_query = _PerQuery(out)
+    tests: list[tuple[dict, object]] = []
+    for point in points:
+        base = by_coord.get(point.baseline) if point.baseline is not None else None
+        if base is None or base is point:
+            continue
+        seeds, base_seeds = _paired_seeds(point, base)
+        if not seeds:
+            continue
+        summary = {(r.get("eval"), r["setting"], r["measure"]): r for r in rows_of[point.coord] if r["breakdown"] == "summary"}
+        for eval_name in evals:
+            for setting, measure in TESTED:
+                row = summary.get((eval_name, setting, measure))
+                if row is None:
+                    continue
+                system = mean_over_seeds([weighted_values(per_query.records(point.cells[s], eval_name), setting, measure)
+                                          for s in seeds])
+                reference = mean_over_seeds([weighted_values(per_query.records(base.cells[s], eval_name), setting, measure)
+                                             for s in base_seeds])
+                if not system:
+                    continue
+                comparison = compare(system, reference, n_resamples=n_resamples)
+                row.update({"p_value": comparison.p_value, "ci_low": comparison.ci_low, "ci_high": comparison.ci_high,
+                            "n_queries": comparison.n_queries, "n_units": comparison.n_units, "baseline": base.label,
+                            "test_delta": comparison.delta})
+                if len(seeds) != len(point.cells) or len(base_seeds) != len(base.cells):
+                    row["test_seeds"] = [s for s in seeds if s is not None]
+                tests.append((row, comparison))
+    for (row, _), adjusted in zip(tests, holm([c.p_value for _, c in tests])):
+        row["p_holm"] = adjusted
+    return [r for p in points for r in rows_of[p.coord]]
+
+
+def mark(row: dict | None) -> str:
+    """``*`` when the Holm-adjusted p-value is below ALPHA."""
+    return "*" if row and row.get("p_holm") is not None and row["p_holm"] < ALPHA else ""
+
+
+def tests_table(rows: list[dict], name_of) -> str:
+    """Every test of the report: Δ with its 95% CI, p, Holm p, queries / units, seeds."""
+    tested = [r for r in rows if r.get("p_value") is not None]
+    first = {name: i for i, name in reversed(list(enumerate(name_of(r) for r in tested)))}
+    tested.sort(key=lambda r: (first[name_of(r)], str(r.get("eval")), TESTED.index((r["setting"], r["measure"]))))
+    if not tested:
+        return "No paired tests (no point has its baseline among the finished cells)."
+    lines = ["| comparison | eval | setting | measure | Δ | 95% CI | p | p (Holm) | queries / questions | seeds |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in tested:
+        digits = 1 if r["measure"] == "MaxRankDist" else 4
+        seeds = r.get("test_seeds", r.get("seeds")) or ["-"]
+        lines.append(
+            f"| {name_of(r)} vs {r['baseline']} | {r.get('eval') or '-'} | {r['setting']} | {r['measure']} | "
+            f"{r['test_delta']:+.{digits}f}{mark(r)} | [{r['ci_low']:+.{digits}f}, {r['ci_high']:+.{digits}f}] | "
+            f"{_p(r['p_value'])} | {_p(r['p_holm'])} | {r['n_queries']} / {r['n_units']} | {','.join(map(str, seeds))} |")
+    return "\n".join(lines)
+
+
+def _p(p: float) -> str:
+    return f"{p:.2g}" if p >= 0.001 else f"{p:.1e}"
+
+
+def method_note(n_tests: int, n_resamples: int = N_RESAMPLES) -> str:
+    return (f"Tests: paired randomisation (sign-flip) test over source questions ({n_resamples} resamples, "
+            "scipy.stats.permutation_test, two-sided; each question's translations and target languages form one "
+            "unit, weighted as in the reported mean), 95% percentile bootstrap CI of the mean difference "
+            f"(scipy.stats.bootstrap, paired), Holm correction across the {n_tests} tests of this report; "
+            f"`*` = Holm-adjusted p < {ALPHA:g}. With several seeds, each query's value is averaged over the seeds "
+            "before the test; the ± is the std across seeds.")
+
+
+__all__ = ["Point", "STAT_MEASURES", "TESTED", "TEST_FIELDS", "mark", "method_note", "per_query_path", "save_per_query",
+           "summarize", "tests_table"]
