@@ -51,6 +51,18 @@ def test_grid_writes_rows_degradation_report_plots(lareqa_home, tiny_model, tmp_
     report = (out / "report.md").read_text()
     assert "local:window=4" in report and "Machine" in report and "Δ" in report
     assert "# Attention experiment" in capsys.readouterr().out
+    # zero-shot: no seeds; every non-dense summary AP / MaxRankDist row is tested against dense, Holm over all
+    tested = [r for r in summary if r["p_value"] is not None]
+    assert {r["variant"] for r in tested} == {r["variant"] for r in summary} - {"dense"}
+    assert len(tested) == 2 * 2 * 2 * 4  # 2 variants x 2 noise x 2 pools x (Mono, Cross, Multi AP; MaxRankDist)
+    assert all(r["seeds"] == [] and r["n_seeds"] == 1 for r in summary)
+    smallest = min(r["p_value"] for r in tested)
+    assert min(r["p_holm"] for r in tested) == pytest.approx(min(1.0, smallest * len(tested)))
+    # the density table: dense keeps every pair, the patterns less at these lengths
+    section = report.split("## Attention density")[1].split("\n## ")[0]
+    density = {line.split("|")[1].strip(): float(line.split("|")[6]) for line in section.splitlines()
+               if line.startswith("| ") and not line.startswith("| variant")}
+    assert density["dense"] == 1.0 and 0 < density["local:window=4"] < 1
 
 
 def test_rerun_resumes_from_finished_cells(lareqa_home, tiny_model, tmp_path, monkeypatch):

@@ -120,3 +120,20 @@ def test_cache_refuses_a_corrupt_middle_line(tmp_path):
     path.write_text('not json\n{"key": "k", "rows": []}\n')
     with pytest.raises(ValueError, match="line 1"):
         CellCache(path)
+
+
+def test_pattern_density_matches_brute_force():
+    from mlret_plugin.experiments.density import median_length, pattern_density
+
+    for length in (5, 40, 100):  # local window 8: pairs with |i - j| <= 8, counted by hand
+        expected = sum(abs(i - j) <= 8 for i in range(length) for j in range(length)) / length ** 2
+        assert pattern_density("local", {"window": 8, "block": 16}, {length: 1}) == pytest.approx(expected)
+    # a mixture of lengths is the candidate-weighted mean; dense keeps everything
+    mixed = pattern_density("local", {"window": 8, "block": 16}, {"40": 3, "100": 1})
+    at40 = pattern_density("local", {"window": 8, "block": 16}, {40: 1})
+    at100 = pattern_density("local", {"window": 8, "block": 16}, {100: 1})
+    assert mixed == pytest.approx((3 * at40 + at100) / 4)
+    assert pattern_density("dense", {}, {512: 2}) == 1.0
+    # block-sparse diagonal blocks of 16 at 32 tokens: two 16x16 blocks of 32x32
+    assert pattern_density("block_sparse", {"block": 16, "band": 0}, {32: 1}) == pytest.approx(0.5)
+    assert median_length({"10": 1, "20": 1, "30": 5}) == 30

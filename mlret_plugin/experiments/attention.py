@@ -241,7 +241,8 @@ def run_attention_grid(grid: AttentionGrid, model=None, progress: bool = True) -
                     rows = run_lareqa(grid.collection, [retriever], langs=langs, measures=MEASURES, progress=False,
                                       per_query_sink=records)
                     info = {"seconds": time.perf_counter() - start, "noise": retriever.stats_for(langs),
-                            "finetune": train_info, "max_seq_length": model.max_seq_length}
+                            "finetune": train_info, "max_seq_length": model.max_seq_length,
+                            "candidate_lengths": retriever.lengths_for(langs)}
                     save_per_query(grid.out, cell_key(params), records)  # before the cell counts as finished
                     cache.put(params, _annotate(rows, grid, variant, noise, pool_size), info)
                     bar.update(1)
@@ -275,6 +276,34 @@ def attention_points(grid: AttentionGrid, cells: list[dict]) -> list:
     return sorted(points.values(), key=lambda p: (order.get(p.coord[0], len(order)), p.coord[0], *p.coord[1:]))
 
 
+def density_table(points: list) -> str:
+    """Each pattern's mean density over the candidates it encoded (largest pool of each noise level)."""
+    from mlret_plugin.experiments.density import median_length, pattern_density
+
+    largest: dict[tuple, int] = {}
+    for p in points:
+        largest[p.coord[1:3]] = max(largest.get(p.coord[1:3], 0), p.coord[3])
+    lines = ["| variant | noise | pool | candidates | median tokens | density |", "|---|---|---|---|---|---|"]
+    for p in points:
+        if p.coord[3] != largest[p.coord[1:3]]:
+            continue
+        cell = next(iter(p.cells.values()))
+        lengths = cell["info"].get("candidate_lengths")
+        if not lengths:
+            continue
+        variant = cell["params"]["variant"]
+        config = {k: v for k, v in variant.items() if k != "kind"}
+        density = pattern_density(variant["kind"], config, lengths)
+        noise = f"{p.coord[1]:g}" + (" mixed" if p.coord[2] else "")
+        lines.append(f"| {p.coord[0]} | {noise} | {p.coord[3]} | {sum(lengths.values())} | {median_length(lengths)} | "
+                     f"{density:.3f} |")
+    if len(lines) == 2:
+        return ""
+    return ("## Attention density at the candidates' lengths\n\nShare of (query, key) token pairs each pattern computes, "
+            "averaged over the candidates as encoded (prompt and special tokens included, capped at max_seq_length). "
+            "A pattern bites only where this is well below 1.\n\n" + "\n".join(lines))
+
+
 def _write_attention(grid: AttentionGrid, cache: CellCache, cells: list, interrupted: bool = False) -> list[dict]:
     """Outputs from every finished cell that joins this grid (see the module doc), after all of the grid's
     cells or those done before an interruption."""
@@ -286,7 +315,7 @@ def _write_attention(grid: AttentionGrid, cache: CellCache, cells: list, interru
         return []
     points = attention_points(grid, joined)
     rows = add_degradation(summarize(points, grid.out))
-    header = _header(grid, joined)
+    header = _header(grid, joined) + "\n\n" + density_table(points)
     if interrupted:
         finished = sum(grid.params(*c) in cache for c in cells)
         header += (f"\n\n**Interrupted: {finished} of {len(cells)} cells finished.** Rerun the same command to "

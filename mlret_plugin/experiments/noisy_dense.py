@@ -31,6 +31,7 @@ class NoisyDenseRetriever(DenseRetriever):
         if shared_queries is not None:
             self._queries = shared_queries
         self._all_docs: dict[tuple[str, str], list] = {}
+        self.input_lengths: dict[str, object] = {}  # language -> Counter of candidate token lengths (density)
 
     def _raw_docs(self, collection: str, lang: str) -> list:
         key = (collection, lang)
@@ -56,8 +57,19 @@ class NoisyDenseRetriever(DenseRetriever):
                 inputs = [(self.passage_prompt + d.text, d.context) for d in docs]
             else:
                 inputs = [self.passage_prompt + d.text for d in docs]
+            from mlret_plugin.experiments.density import input_lengths
+
+            self.input_lengths[lang] = input_lengths(self.model, inputs)
             self._docs[key] = ([d.doc_id for d in docs], self._encode(inputs, f"{collection}/{lang} candidates"))
         return self._docs[key]
+
+    def lengths_for(self, langs) -> dict[int, int]:
+        """{token length: candidates} over ``langs`` (the inputs as encoded)."""
+        total: dict[int, int] = {}
+        for lang in langs:
+            for length, n in self.input_lengths.get(lang, {}).items():
+                total[length] = total.get(length, 0) + n
+        return total
 
     def stats_for(self, langs) -> dict:
         total = NoiseStats()
