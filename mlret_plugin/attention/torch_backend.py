@@ -13,14 +13,18 @@ Only the listed blocks are computed, and always through the fused ``scaled_dot_p
   max_nnz*block, D]``), with a query-independent mask for the -1 padding and key padding. Rows that list
   more than half of all blocks (global rows) run densely instead, so they do not inflate ``max_nnz``.
 - ``dense_cover``: when the blocked formulation would compute at least as many scores as plain attention
-  (short sequences, where the band covers everything), plain SDPA with the exact token mask is the
-  fastest correct choice.
+  (the band covers everything), or the sequence is shorter than ``MIN_BLOCKED_LEN`` (on CPU the blocked
+  paths' extra launches and copies cost more than they save there), plain SDPA with the exact token mask
+  (an additive float mask, which costs SDPA no more than a padding mask) is the fastest correct choice.
+  This is a dispatch, not a fallback: the result is the pattern's. Where the pattern allows every pair
+  at this length, SDPA runs with the padding mask only, exactly as the dense model.
 
 Query rows whose keys are all masked (a block made only of padding) get their listed keys unmasked so
 every backend returns finite values there; those rows are padding, their outputs are meaningless.
 """
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 
 import torch
@@ -28,8 +32,13 @@ import torch.nn.functional as F
 
 from mlret_plugin.attention.layout import BlockLayout
 
+log = logging.getLogger(__name__)
+
 PATHS = ("auto", "banded", "gathered", "dense_cover")
 BAND_QUERY_BLOCK = 32  # query tile of the banded path; 32 and 64 measured best on CPU (benchmarks/attention.py)
+# Below this many tokens dense SDPA with the exact mask beat the blocked paths on CPU (benchmarks/encoding.py:
+# MiniLM, batch 32, ~150-token paragraphs: banded 27x and gathered 6x the masked SDPA's attention time).
+MIN_BLOCKED_LEN = 512
 
 
 def block_sparse_attention(
@@ -63,7 +72,10 @@ def block_sparse_attention(
 
 
 def choose_path(layout: BlockLayout, seq_len: int) -> str:
-    """The cheapest correct path: blocked unless it would compute as many scores as dense attention."""
+    """The cheapest correct path: blocked unless it would compute as many scores as dense attention, or
+    the sequence is too short for blocking to pay (``MIN_BLOCKED_LEN``)."""
+    if seq_len < MIN_BLOCKED_LEN:
+        return "dense_cover"
     if layout.window is not None:
         qb = BAND_QUERY_BLOCK
         span = qb + 2 * layout.window + layout.num_global
@@ -273,20 +285,35 @@ def _token_rule(qpos, kpos, window, num_global):
 
 
 @lru_cache(maxsize=32)
-def _cover_mask(layout: BlockLayout, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
-    """The layout's token mask [1, Hl, L, L] (bool, or additive 0 / -inf in ``dtype``), cached per layout."""
+def _cover_mask(layout: BlockLayout, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor | None:
+    """The layout's token mask [1, Hl, L, L] (bool, or additive 0 / -inf in ``dtype``), cached per layout;
+    None when the pattern allows every pair at this length."""
     pattern = layout.token_mask().to(device)[None]
+    if bool(pattern.all()):
+        return None
     if dtype is None:
         return pattern
     return torch.zeros(pattern.shape, dtype=dtype, device=device).masked_fill_(~pattern, float("-inf"))
 
 
+@lru_cache(maxsize=256)
+def _log_dispatch(layout: BlockLayout, full: bool) -> None:
+    log.debug("sparse attention at %d tokens (block %d, density %.3f): %s", layout.seq_len, layout.block,
+              layout.density, "the pattern allows every pair here: dense SDPA with the padding mask only" if full
+              else "dense SDPA with the pattern's exact token mask (same result as the blocked paths, faster here)")
+
+
 def _dense_cover(q, k, v, layout: BlockLayout, kpm, scale, dropout_p):
+    pattern = _cover_mask(layout, q.device, q.dtype)
+    if log.isEnabledFor(logging.DEBUG):
+        _log_dispatch(layout, pattern is None)
     if kpm is None:
-        mask = _cover_mask(layout, q.device, q.dtype)
+        mask = pattern
+    elif pattern is None:
+        mask = kpm[:, None, None, :]
     else:
-        pattern = _cover_mask(layout, q.device, None)
-        mask = pattern & kpm[:, None, None, :]
-        empty = ~mask.any(-1, keepdim=True)
-        mask = mask | (empty & pattern)
+        # Padding keys get a large finite penalty, not -inf: a padding query whose allowed keys are all padding
+        # then attends to them (finite, ignored) instead of producing NaN; real rows are exact (exp underflows to 0).
+        padding = torch.zeros(kpm.shape, dtype=q.dtype, device=q.device).masked_fill_(~kpm, torch.finfo(q.dtype).min / 2)
+        mask = pattern + padding[:, None, None, :]
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
