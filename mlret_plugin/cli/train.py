@@ -31,7 +31,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--eval-langs", default=None, help="comma-separated languages of the evaluation collection")
     tr.add_argument("--no-eval", action="store_true", help="train and save only")
     tr.add_argument("--model", required=True,
-                    help="model folder, hub id, 'offline-minilm' or 'default' (as in mlret evaluate)")
+                    help="model folder, hub id, 'offline-e5', 'offline-minilm' or 'default' (as in mlret evaluate)")
+    tr.add_argument("--query-prompt", default=None,
+                    help="text put before each query in training and evaluation (default: the model's 'query' "
+                         "prompt, e.g. 'query: ' for e5; '' for none)")
+    tr.add_argument("--passage-prompt", default=None,
+                    help="text put before each passage/candidate (default: the model's 'passage' prompt, else "
+                         "'document'; '' for none)")
     tr.add_argument("--attention", default=None, choices=("dense", "local", "block_sparse"),
                     help="attention pattern to train with (mlret_plugin.load_model kinds); saved with the model")
     tr.add_argument("--attention-option", action="append", default=[], metavar="KEY=VALUE",
@@ -184,6 +190,7 @@ def run_train(args: argparse.Namespace) -> int:
             max_steps=args.max_steps, languages=_csv(args.languages), language_sampling=args.language_sampling,
             seed=args.seed, learning_rate=args.lr, warmup_ratio=args.warmup_ratio, save_steps=args.save_steps,
             resume=args.resume, loss=args.loss, mini_batch_size=args.mini_batch_size,
+            query_prompt=args.query_prompt, passage_prompt=args.passage_prompt,
         )
     except (ValueError, FileNotFoundError) as e:
         print(f"mlret train: {e}", file=sys.stderr)
@@ -194,7 +201,8 @@ def run_train(args: argparse.Namespace) -> int:
     from mlret_plugin.evaluation.dense import DenseRetriever
     from mlret_plugin.evaluation.lareqa import run_lareqa
 
-    retriever = DenseRetriever(model, candidates=args.candidates, name=f"hybrid-alpha{args.alpha:g}")
+    retriever = DenseRetriever(model, candidates=args.candidates, name=f"hybrid-alpha{args.alpha:g}",
+                               query_prompt=args.query_prompt, passage_prompt=args.passage_prompt)
     query_groups = None
     if held_out and train_subset.collection == eval_subset.collection:
         from mlret_plugin.training.data import held_out_groups

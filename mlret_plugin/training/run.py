@@ -48,16 +48,24 @@ def train_hybrid(
     loss: str = "mnrl",
     mini_batch_size: int = 32,
     show_progress: bool = True,
+    query_prompt: str | None = None,
+    passage_prompt: str | None = None,
 ) -> Path:
     """Train ``model`` on parallel data with hybrid batches; save it to ``out_dir/model`` and return that path.
 
     Checkpoints go to ``out_dir/checkpoints`` every ``save_steps``; ``resume=True`` continues from the
     latest one (an error when there is none, so a typo does not silently restart training).
+    Queries and passages get the model's own prompts unless ``query_prompt`` / ``passage_prompt`` (also
+    "") override them (``mlret_plugin.training.prompts``).
     """
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
+    from mlret_plugin.training.prompts import column_prompts, training_prompts
     from mlret_plugin.training.sampler import HybridBatchSampler
 
+    query, passage = training_prompts(model, query_prompt, passage_prompt)
+    if query or passage:
+        log.warning("training prompts: query %r, passage %r", query, passage)
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     resume_from = None
@@ -83,6 +91,7 @@ def train_hybrid(
         report_to="none",
         disable_tqdm=not show_progress,
         use_cpu=not _has_cuda(),
+        prompts=column_prompts(query, passage),
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset,
                                          loss=make_loss(model, loss, mini_batch_size))
