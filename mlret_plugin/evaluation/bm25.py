@@ -91,6 +91,53 @@ def _language_docs(collection: str, lang: str) -> list:
     return list(Subset(collection, (lang,), (lang,)).load().docs_iter())
 
 
+def index_path(root: Path, collection: str, lang: str, docs: list) -> Path:
+    """Where the index of these candidates lives under ``root`` (for the installed Pyserini and analysis),
+    built or not; an incomplete folder there is an error."""
+    if not docs:
+        raise ValueError(f"{collection}/{lang} has no candidates to index")
+    analysis = analysis_for(lang)
+    name = f"{analysis.analyzer_id}--pyserini-{version('pyserini')}--v{INDEX_FORMAT}-{docs_fingerprint(docs)}"
+    path = Path(root) / collection / lang / name
+    if path.exists() and not (path / METADATA_FILE).is_file():
+        raise RuntimeError(f"{path} exists but is not a complete mlret BM25 index (no {METADATA_FILE}); delete it")
+    return path
+
+
+def find_index(collection: str, lang: str, cache_dir: Path | None = None) -> Path:
+    """The built index of ``collection``'s candidates in ``lang``; ``FileNotFoundError`` naming the build
+    command when it has not been built (for this Pyserini version and analysis). Does not start the JVM."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = index_path(root, collection, lang, _language_docs(collection, lang))
+    if not path.exists():
+        raise FileNotFoundError(f"the BM25 index of {collection}/{lang} has not been built under {root} "
+                                f"(pyserini {version('pyserini')}); build it with `mlret bm25 indexes "
+                                f"{collection}/{lang} --build`")
+    return path
+
+
+def read_metadata(index: Path) -> dict:
+    """The ``mlret-index.json`` of an index folder (collection, lang, analyzer, pyserini, docs, ...)."""
+    meta = Path(index) / METADATA_FILE
+    try:
+        return json.loads(meta.read_text())
+    except (OSError, ValueError) as e:
+        raise RuntimeError(f"{meta}: not a readable mlret index description ({e})") from e
+
+
+def list_indexes(cache_dir: Path | None = None) -> list[dict]:
+    """Every complete index under the cache: its ``mlret-index.json`` fields plus ``path``, sorted by
+    collection, language, path. Indexes of other Pyserini versions are listed too (their ``pyserini`` field
+    says which)."""
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    found = []
+    for meta in root.glob(f"*/*/*/{METADATA_FILE}"):
+        if meta.parent.name.startswith("."):  # a build in progress (temporary folder)
+            continue
+        found.append({**read_metadata(meta.parent), "path": meta.parent})
+    return sorted(found, key=lambda f: (f.get("collection", ""), f.get("lang", ""), str(f["path"])))
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -252,16 +299,11 @@ class BM25Retriever:
 
     def _find_or_build(self, root: Path, collection: str, lang: str, analysis: LanguageAnalysis) -> Path:
         docs = _language_docs(collection, lang)
-        if not docs:
-            raise ValueError(f"{collection}/{lang} has no candidates to index")
+        path = index_path(root, collection, lang, docs)
+        if path.exists():
+            return path
         fingerprint = docs_fingerprint(docs)
         pyserini_version = version("pyserini")
-        name = f"{analysis.analyzer_id}--pyserini-{pyserini_version}--v{INDEX_FORMAT}-{fingerprint}"
-        path = root / collection / lang / name
-        if (path / METADATA_FILE).is_file():
-            return path
-        if path.exists():
-            raise RuntimeError(f"{path} exists but is not a complete mlret BM25 index (no {METADATA_FILE}); delete it")
         metadata = {
             "collection": collection, "lang": lang, "analyzer": analysis.analyzer_id,
             "analysis": analysis.description, "pyserini": pyserini_version, "format": INDEX_FORMAT,
@@ -334,3 +376,44 @@ class BM25Retriever:
         for searcher in self._searchers.values():
             searcher.close()
         self._searchers.clear()
+
+
+def pyserini_topics(subset: "mlret_plugin.datasets.Subset | str",
+                    pretokenized: bool = False) -> tuple[list[tuple[str, str]], list[str]]:
+    """Queries of ``subset`` as ``(query_id, text)`` for Pyserini's TSV topic reader (``qid<TAB>text``), and
+    the ids of queries left out because no text (or, pre-tokenised, no term) is left.
+
+    Plain: the query NFC-normalised (as our BM25 feeds its analyzer), whitespace runs made single spaces.
+    ``pretokenized``: the terms our analyzer of the candidate language produces, space-separated, for
+    Pyserini's ``--pretokenized`` (whitespace analyzer), which then searches exactly our query terms. A query
+    with nothing left cannot be a TSV topic line; it is left out (evaluation counts it as 0, as a query our
+    BM25 finds nothing for)."""
+    import unicodedata
+
+    subset = _subset(subset)
+    if pretokenized and len(subset.dlangs) != 1:
+        raise ValueError(f"{subset.dataset_id} has candidates in {len(subset.dlangs)} languages, one index each; "
+                         "pre-tokenised topics are analysed for one index: use a mono or cross-lingual id such as "
+                         f"{subset.collection}/{subset.dlangs[0]} or {subset.collection}/{{q}}-{subset.dlangs[0]}")
+    analyzer = analysis = None
+    if pretokenized:
+        from mlret_plugin.evaluation.java import start_jvm
+
+        start_jvm()  # before pyserini is imported
+        from pyserini.analysis import Analyzer
+
+        analysis = analysis_for(subset.dlangs[0])
+        analyzer = Analyzer(analysis.lucene_analyzer())
+    topics, dropped = [], []
+    for query in subset.load().queries_iter():
+        if not query.query_id or any(c.isspace() for c in query.query_id):
+            raise ValueError(f"{subset.dataset_id}: query id {query.query_id!r} cannot be a TSV topic / TREC run id")
+        if analyzer is not None:
+            text = " ".join(analyzer.analyze(analysis.prepare(query.text)))
+        else:
+            text = " ".join(unicodedata.normalize("NFC", query.text).split())
+        if text:
+            topics.append((query.query_id, text))
+        else:
+            dropped.append(query.query_id)
+    return topics, dropped
