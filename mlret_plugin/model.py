@@ -21,6 +21,7 @@ from transformers import PreTrainedModel
 from mlret_plugin.attention.config import SparsityConfig
 from mlret_plugin.attention.functional import BACKENDS
 from mlret_plugin.attention.hf import BACKEND_ATTR, CONFIG_ATTR, IMPLEMENTATION, register_with_transformers
+from mlret_plugin.models.pooler import NO_POOLER, has_no_pooler
 
 CLASS_REF = "mlret_plugin.model.AttentionSwapTransformer"
 OFFLINE_ALIASES = ("offline-e5", "offline-minilm")
@@ -129,10 +130,8 @@ class AttentionSwapTransformer(Transformer):
 
     def get_config_dict(self) -> dict[str, Any]:
         config = super().get_config_dict()
-        # sentence-transformers does not save model_kwargs: a model built without a pooler (e.g. the
-        # offline multilingual-e5-small) would get a randomly initialised one on every reload.
-        if getattr(self.auto_model, "pooler", True) is None:
-            config["model_kwargs"] = {"add_pooling_layer": False}
+        if has_no_pooler(self.auto_model):  # see mlret_plugin.models.pooler
+            config["model_kwargs"] = dict(NO_POOLER)
         return config
 
     def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:

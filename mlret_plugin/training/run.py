@@ -60,6 +60,7 @@ def train_hybrid(
     """
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
+    from mlret_plugin.models.pooler import save_keeping_no_pooler
     from mlret_plugin.training.prompts import column_prompts, training_prompts
     from mlret_plugin.training.sampler import HybridBatchSampler
 
@@ -99,7 +100,7 @@ def train_hybrid(
     final = out_dir / "model"
     tmp = out_dir / "model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save(str(tmp))
+    save_keeping_no_pooler(model, tmp)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     return final
