@@ -8,16 +8,16 @@ import torch
 import mlret_plugin
 from mlret_plugin.encoding import parse_devices
 from mlret_plugin.evaluation.dense import DenseRetriever
-from tiny_models import tiny_sentence_transformer
+from tiny_models import tiny_model_dir
 
 # Measured max abs difference 6e-8 on unit vectors (a worker's chunk pads some batches differently).
 TOLERANCE = 1e-6
 
 
 def test_two_cpu_processes_equal_one(lareqa_home, tmp_path):
-    model = tiny_sentence_transformer("bert", tmp_path)
-    # A sparse pattern: the workers (fresh interpreters) must find the plugin's attention registered.
-    mlret_plugin.set_attention(model, "local", window=3, backend="torch")
+    # The plugin's loader (it installs a hybrid `fit`, a lambda the workers cannot unpickle) and a sparse
+    # pattern (the workers, fresh interpreters, must find the plugin's attention registered).
+    model = mlret_plugin.load_model(str(tiny_model_dir("bert", tmp_path)), "local", window=3, backend="torch")
     single = DenseRetriever(model, cache=False, show_progress_bar=False, batch_size=4).encode("xquad-r/de-en")
     with DenseRetriever(model, cache=False, show_progress_bar=False, batch_size=4, processes=2) as pooled:
         both = pooled.encode("xquad-r/de-en")  # queries (strings) and candidates ((sentence, context) pairs)

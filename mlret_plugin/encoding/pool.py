@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import re
+import types
 
 import numpy as np
 import torch
@@ -78,10 +79,17 @@ class EncodingPool:
         if cpu_workers:
             # spawn children read it when torch starts: N workers share the cores instead of each taking all.
             os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cpu_workers))
+        # Workers receive the model pickled; per-instance bound methods (e.g. the hybrid ``fit`` that
+        # mlret_plugin.load_model installs, a lambda) cannot be pickled and are not needed to encode.
+        bound = {k: v for k, v in vars(self.model).items() if isinstance(v, types.MethodType)}
+        for name in bound:
+            delattr(self.model, name)
         try:
             log.info("starting %d encoding workers on %s", len(self.devices), ",".join(self.devices))
             self._pool = self.model.start_multi_process_pool(self.devices)
         finally:
+            for name, method in bound.items():
+                setattr(self.model, name, method)
             if cpu_workers:
                 if old is None:
                     os.environ.pop("OMP_NUM_THREADS", None)
