@@ -1,6 +1,8 @@
 """GPU benchmark of the Triton block-sparse kernel against dense SDPA and the torch backend.
 
 Needs a CUDA GPU (none was available when this was written: the numbers have never been produced).
+``benchmarks/gpu_check.py`` is the one-shot check for a lent GPU (correctness in three dtypes, then speed
+against SDPA and FlexAttention); this script is the quick sweep over sequence lengths.
 All peers run in one process on the same inputs; times are the best of ``--repeats`` CUDA-synchronised
 runs after a warm-up (which also compiles the kernels), and ratios compare peers of this run.
 

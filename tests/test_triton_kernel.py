@@ -379,5 +379,47 @@ def test_devices_the_kernel_cannot_drive_name_the_fix():
             tk._check_runtime(torch.device("cuda"))
 
 
+# ------------------------------------------------------------------- tiles smaller than the layout block
+# The launch table decouples the kernels' query / key tiles from the layout block (a 128-token block walked
+# as 64-key sub-tiles, ...). Whatever the table picks, these cases force every split on, in the interpreter.
+
+SPLIT_TILES = {  # layout block -> kernel -> (BLOCK_M, BLOCK_N)
+    32: {"fwd": (16, 16), "dkdv": (16, 32), "dq": (32, 16)},
+    64: {"fwd": (16, 32), "dkdv": (32, 16), "dq": (32, 16)},
+    128: {"fwd": (64, 32), "dkdv": (32, 64), "dq": (16, 128)},
+}
+SPLIT_CASES = [c for c in FAST_CASES if c["id"] in (
+    "L1-b64-local-padded-row", "L100-b64-local-global-pad", "L257-b128-local-global-pad",
+    "L100-b32-local-global-pad-fp16")]
+
+SPLIT_SCRIPT = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from mlret_plugin.attention import triton_kernel as tk
+split = {split!r}
+for key in list(tk.KERNEL_CONFIGS):
+    kernel, arch, elem, block, bd = key
+    if block in split:
+        bm, bn = split[block][kernel]
+        tk.KERNEL_CONFIGS[key] = (bm, bn, 4, 2)
+import test_triton_kernel as t
+cases = json.loads(sys.stdin.read())
+print("RESULTS " + json.dumps({{c["id"]: t.run_case(c) for c in cases}}))
+"""
+
+
+def test_kernel_matches_references_with_tiles_smaller_than_the_block():
+    code = SPLIT_SCRIPT.format(tests=os.path.dirname(os.path.abspath(__file__)),
+                               split={b: {k: list(v) for k, v in d.items()} for b, d in SPLIT_TILES.items()})
+    proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(SPLIT_CASES), capture_output=True, text=True,
+                          env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=1500)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-4000:]
+    results = json.loads(lines[-1][len("RESULTS "):])
+    assert len(SPLIT_CASES) == 4
+    for c in SPLIT_CASES:
+        check_result(c, results[c["id"]])
+
+
 if __name__ == "__main__" and "--worker" in sys.argv:
     worker_main()
