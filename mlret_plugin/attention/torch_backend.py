@@ -36,9 +36,11 @@ log = logging.getLogger(__name__)
 
 PATHS = ("auto", "banded", "gathered", "dense_cover")
 BAND_QUERY_BLOCK = 32  # query tile of the banded path; 32 and 64 measured best on CPU (benchmarks/attention.py)
-# Below this many tokens dense SDPA with the exact mask beat the blocked paths on CPU (benchmarks/encoding.py:
-# MiniLM, batch 32, ~150-token paragraphs: banded 27x and gathered 6x the masked SDPA's attention time).
-MIN_BLOCKED_LEN = 512
+# Below this many tokens dense SDPA with the exact mask beat the blocked paths on CPU: MiniLM's attention shape
+# (12 heads, d=32), batch 8, 512 tokens, local window 32 (density 0.12): banded 2-4x, gathered 2-3x the masked
+# SDPA's time; at ~150 tokens, batch 32: banded 27x, gathered 6x. From 1024 tokens the blocked paths win
+# (benchmarks/attention.py, benchmarks/encoding.py).
+MIN_BLOCKED_LEN = 1024
 
 
 def block_sparse_attention(
