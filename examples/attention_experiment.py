@@ -11,7 +11,8 @@ XQuAD-R, in three grids run one after the other:
   already full, and noise 0.5 / 1 reached only 0.09 / 0.11 (measured). Patterns with the same key
   budget: ``local:window=48`` (97 keys) vs ``block_sparse:block=32`` (a band of 1 block each side: 96 keys).
 - ``finetune`` (question A, not only a zero-shot swap): the ``pools`` grid's patterns on the 2-language pool,
-  each variant (dense too) fine-tuned for 100 hybrid batches of 16 MLQA-R pairs (alpha 0.5) after the swap.
+  each variant (dense too) fine-tuned for 100 hybrid batches of 16 MLQA-R pairs (alpha 0.5) after the swap,
+  one training seed (``--seeds 0``: an English-model contrast; ``examples/e5_attention.py`` runs 3 seeds).
 
 ``pools`` and ``noise`` swap attention zero-shot (same weights). Measured on 2 CPU cores: ``--only pools``
 21 min (1,277 s), ``--only noise`` 17.5 min (1,049 s), ``--only finetune`` 15 min (889 s); each under 30
@@ -38,7 +39,7 @@ GRIDS = {
     "noise": ["--variants", "dense,local:window=48,block_sparse:block=32", "--noise", "0,1",
               "--pool-sizes", "2", "--candidates", "context", "--max-seq-length", "512"],
     "finetune": ["--variants", "dense,local:window=8,block_sparse:block=16:band=0", "--noise", "0",
-                 "--pool-sizes", "2", "--candidates", "sentence", "--finetune-steps", "100"],
+                 "--pool-sizes", "2", "--candidates", "sentence", "--finetune-steps", "100", "--seeds", "0"],
 }
 QUICK = ["--variants", "dense,local:window=8,block_sparse:block=16:band=0", "--noise", "0", "--pool-sizes", "2",
          "--candidates", "sentence"]

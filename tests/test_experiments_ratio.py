@@ -96,3 +96,33 @@ def test_bad_input_fails_before_training(lareqa_home, tiny_model, tmp_path, caps
     assert main(args) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_held_out_articles_are_a_second_evaluation_with_its_own_tests(lareqa_home, tiny_model, tmp_path):
+    """--holdout-articles: training excludes the articles, every cell is also evaluated on their questions;
+    --only-untrained is the starting point alone, and a later command sharing --out joins it."""
+    out = tmp_path / "held"
+    base = ["experiment", "ratio", "--train", "mlqa-r", "--eval", "xquad-r", "--eval-langs", "en,de", "--models", tiny_model,
+            "--max-steps", "2", "--batch-size", "2", "--learning-rate", "0.01", "--holdout-articles", "1",
+            "--baseline", "untrained", "--out", str(out)]
+    assert main([*base, "--alphas", "1", "--only-untrained"]) == 0
+    cells = [json.loads(line) for line in (out / "cells.jsonl").read_text().splitlines()]
+    assert [c["params"]["alpha"] for c in cells] == [None]
+    assert main([*base, "--alphas", "1", "--seeds", "0"]) == 0
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    summary = [r for r in rows if r["breakdown"] == "summary" and r["measure"] == "AP"]
+    assert {r["eval"] for r in summary} == {"xquad-r", "mlqa-r held-out"}
+    held = [r for r in rows if r["eval"] == "mlqa-r held-out" and r["breakdown"] in ("language", "pool")]
+    assert held and all(r["query_groups"] > 0 for r in held)
+    tested = {(r["eval"], r["setting"]) for r in summary if r["p_value"] is not None}
+    assert ("mlqa-r held-out", "multi") in tested and ("xquad-r", "multi") in tested
+    held_out = cells[0]["params"]["holdout"]["articles"]
+    assert len(held_out) == 1
+    from mlret_plugin.experiments.finetune import load_train_data
+    from mlret_plugin.training.data import held_out_groups, row_table
+
+    groups = held_out_groups("mlqa-r", set(held_out))
+    trained_on = set(row_table(load_train_data("mlqa-r", exclude_articles=set(held_out)))[0])
+    assert groups and not groups & trained_on  # the evaluated questions were never trained on
+    report = (out / "report.md").read_text()
+    assert "on mlqa-r held-out" in report and "held out of training" in report

@@ -74,6 +74,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ra.add_argument("--candidates", choices=("context", "sentence"), default="sentence",
                     help="evaluation candidates (default sentence: matches the default training passages, and is fast)")
     ra.add_argument("--no-untrained", action="store_true", help="skip the untrained starting point per model")
+    ra.add_argument("--only-untrained", action="store_true",
+                    help="evaluate only each model's untrained starting point (one part of a grid split over commands)")
     ra.add_argument("--seeds", default="0,1,2",
                     help="training seeds (default 0,1,2); one per command to split a grid over commands sharing --out")
     ra.add_argument("--baseline", default="0.5",
@@ -118,7 +120,8 @@ def run_ratio_cli(args: argparse.Namespace) -> int:
             args.train, args.eval, args.models, args.alphas, args.max_steps, args.out, eval_langs=args.eval_langs,
             candidates=args.candidates, passage_field=args.passage_field, batch_size=args.batch_size,
             learning_rate=args.learning_rate, seeds=args.seeds, baseline=args.baseline,
-            include_untrained=not args.no_untrained, holdout_articles=args.holdout_articles,
+            include_untrained=not args.no_untrained, only_untrained=args.only_untrained,
+            holdout_articles=args.holdout_articles,
             holdout_seed=args.holdout_seed,
         )
     except (ValueError, TypeError, FileNotFoundError) as e:

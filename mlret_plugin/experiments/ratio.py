@@ -147,6 +147,7 @@ class RatioGrid:
     holdout_seed: int = 0
     eval_batch_size: int = 64
     include_untrained: bool = True
+    only_untrained: bool = False  # evaluate each model's starting point only (a part of a split grid)
     _langs: tuple = field(default=(), repr=False)
     held_out: list = field(default_factory=list, repr=False)  # article numbers held out of training
     _evaluations: list | None = field(default=None, repr=False)
@@ -154,6 +155,8 @@ class RatioGrid:
 
     def cells(self) -> list[tuple[ModelSpec, float | None, int | None]]:
         untrained = [(None, None)] if self.include_untrained else []
+        if self.only_untrained:
+            return [(m, None, None) for m in self.models]
         return [(m, a, s) for m in self.models for a, s in untrained + [(a, s) for a in self.alphas for s in self.seeds]]
 
     def params(self, model: ModelSpec, alpha: float | None, seed: int | None = None) -> dict:
@@ -232,6 +235,8 @@ def build_ratio_grid(train: str, eval_collection: str, models: str, alphas: str,
     langs = [x.strip() for x in eval_langs.split(",") if x.strip()] if eval_langs else list(COLLECTIONS[eval_collection])
     grid = RatioGrid(train=train, eval_collection=eval_collection, models=parse_models(models), alphas=parse_alphas(alphas),
                      max_steps=max_steps, out=Path(out), eval_langs=langs, seeds=parse_seed_list(seeds), **options)
+    if grid.only_untrained and not grid.include_untrained:
+        raise ValueError("--only-untrained and --no-untrained exclude each other")
     grid.baseline = parse_baseline(baseline, grid.alphas, grid.include_untrained)
     grid._langs = check_langs(eval_collection, langs)
     if grid.candidates not in ("context", "sentence"):
@@ -248,7 +253,7 @@ def build_ratio_grid(train: str, eval_collection: str, models: str, alphas: str,
 
     grid.train_data = load_train_data(grid.train, passage_field=grid.passage_field,
                                       exclude_articles=set(grid.held_out) or None)
-    for alpha in grid.alphas:  # too few groups / a language too small for X-X: fail before any cell
+    for alpha in [] if grid.only_untrained else grid.alphas:  # too few groups / X-X impossible: fail before any cell
         check_batches(grid.train_data, grid.batch_size, alpha)
     for spec in grid.models:  # loads each once: missing folders, bad layer counts fail here
         load_sized(spec)

@@ -15,7 +15,7 @@ only), written atomically before the cell enters ``cells.jsonl``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -44,7 +44,6 @@ class Point:
     label: str  # how tables name it (the baseline column of the tests)
     cells: dict  # training seed (None: untrained / zero-shot) -> finished cell
     baseline: tuple | None = None
-    extra: dict = field(default_factory=dict)  # fields every row of the point gets
 
 
 def _mean_rows(point: Point) -> list[dict]:
@@ -56,7 +55,7 @@ def _mean_rows(point: Point) -> list[dict]:
     out = []
     for rows in grouped.values():
         values = [r["value"] for r in rows]
-        row = {**rows[0], **point.extra, "value": float(np.mean(values)),
+        row = {**rows[0], "value": float(np.mean(values)),
                "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
                "seeds": [s for s in seeds if s is not None], "n_seeds": len(rows)}
         out.append({**row, **{k: None for k in TEST_FIELDS}})

@@ -1,0 +1,74 @@
+"""Questions A and B with the offline multilingual encoder (offline-e5, multilingual-e5-small: 12 layers,
+384 hidden, 512 positions): dense vs local vs block-sparse attention as the pool grows and as contexts get
+noisier, with paired tests against dense in every report.
+
+A, pool growth (zero-shot swap; sentence candidates, median ~40 e5 tokens with the "passage: " prompt):
+  patterns with matched key budgets that bite at that length, ``local:window=8`` (17 keys per token) vs
+  ``block_sparse:block=16:band=0`` (the 16-token diagonal block); each report's density table gives the
+  share of attention each keeps at the candidates' real lengths.
+  - ``pools-xquad-*``: XQuAD-R pools of 2, 4, 7, 11 languages (en first, seeded nested order).
+  - ``pools-mlqa-*``: MLQA-R pools of 2, 4, 7 languages.
+  One part per variant (each variant re-encodes every query and candidate; dense is shared through the cell
+  cache: the sparse parts only run their own variant when dense is finished).
+A, after a short fine-tune with the pattern in place (``finetune-s{seed}-*``): each variant, dense too,
+  trained 100 hybrid batches of 16 MLQA-R pairs (alpha 0.5; training passages = sentence + paragraph) after
+  the swap, evaluated on the XQuAD-R 2-language pool; 3 training seeds, one part per (seed, variant).
+B, noisy contexts (``noise-*``): (sentence, paragraph) candidates at the model's 512 positions, paragraphs
+  lengthened by distractor sentences to noise 0 / 0.5 / 1 (distractor / original tokens), drawn from the same
+  language or from every language (``mixed``); XQuAD-R 2-language pool; ``local:window=48`` (97 keys) vs
+  ``block_sparse:block=32`` (band of one block each side: 96 keys). Reports give the achieved noise level.
+  Noise 0 is the same with either distractor source and is computed once.
+
+Every part shares its question's --out subfolder (``OUT/a-pools-xquad``, ``OUT/a-pools-mlqa``,
+``OUT/a-finetune``, ``OUT/b-noise``), so the report after the last part covers the whole grid.
+
+Estimated minutes per part (``--list``; not yet measured end to end): the measured MiniLM times of
+``examples/attention_experiment.py`` (pools 1,277 s, noise 1,049 s, finetune 889 s for 3 variants) scaled by
+offline-e5's cost relative to MiniLM measured in one process on the same texts (1.7x on short sentences, 1.9x
+on 512-token pairs, CPU time), and offline-e5 at ~75 short texts/s. Fine-tuning is the least certain (12-20).
+Each part prints its wall time; every estimate is under 30 minutes.
+
+    python examples/e5_attention.py --list
+    python examples/e5_attention.py --part pools-xquad-dense      # then -local, -block; the other parts likewise
+    python examples/e5_attention.py --quick                       # ~2-5 min smoke run (2 languages, dense + local)
+"""
+from __future__ import annotations
+
+import sys
+
+sys.path.insert(0, __import__("os").path.dirname(__file__))
+
+from e5_parts import Part, run_parts  # noqa: E402
+
+SENTENCE = {"dense": "dense", "local": "dense,local:window=8", "block": "dense,block_sparse:block=16:band=0"}
+CONTEXT = "dense,local:window=48,block_sparse:block=32"
+
+PARTS: list[Part] = []
+for name, variants in SENTENCE.items():
+    PARTS.append(Part(f"pools-xquad-{name}", "a-pools-xquad",
+                      ("attention", "--collection", "xquad-r", "--variants", variants, "--noise", "0",
+                       "--pool-sizes", "2,4,7,11", "--candidates", "sentence"), "12"))
+for name, variants in SENTENCE.items():
+    PARTS.append(Part(f"pools-mlqa-{name}", "a-pools-mlqa",
+                      ("attention", "--collection", "mlqa-r", "--variants", variants, "--noise", "0",
+                       "--pool-sizes", "2,4,7", "--candidates", "sentence"), "8"))
+for seed in (0, 1, 2):
+    for name, variants in SENTENCE.items():
+        PARTS.append(Part(f"finetune-s{seed}-{name}", "a-finetune",
+                          ("attention", "--collection", "xquad-r", "--variants", variants, "--noise", "0",
+                           "--pool-sizes", "2", "--candidates", "sentence", "--finetune-steps", "100",
+                           "--finetune-batch-size", "16", "--seeds", str(seed)), "12-20"))
+for noise, mixed in (("0", False), ("0.5", False), ("1", False), ("0.5", True), ("1", True)):
+    PARTS.append(Part(f"noise-{noise}" + ("-mixed" if mixed else ""), "b-noise",
+                      ("attention", "--collection", "xquad-r", "--variants", CONTEXT, "--noise", noise,
+                       "--pool-sizes", "2", "--candidates", "context", "--max-seq-length", "512",
+                       *(["--mixed-noise"] if mixed else [])), {"0": "13", "0.5": "15", "1": "17"}[noise]))
+QUICK = Part("quick", "quick", ("attention", "--collection", "xquad-r", "--variants", "dense,local:window=8",
+                                "--noise", "0", "--pool-sizes", "2", "--candidates", "sentence"), "2-5")
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    if "--quick" in argv:
+        argv = [a for a in argv if a != "--quick"] + ["--part", "quick"]
+        PARTS.append(QUICK)
+    sys.exit(run_parts(PARTS, __doc__.splitlines()[0], argv))

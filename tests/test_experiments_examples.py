@@ -1,0 +1,50 @@
+"""The offline-e5 example commands: every part is a valid `mlret experiment` command line (parsed, not run)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+import sys
+
+from mlret_plugin.cli.main import build_parser
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+sys.path.insert(0, str(EXAMPLES))
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["e5_attention", "e5_ratio", "e5_paper_claim"])
+def test_every_part_parses_and_parts_of_a_question_share_one_out(name, capsys):
+    from e5_parts import command
+
+    module = _load(name)
+    parser = build_parser()
+    names = [p.name for p in module.PARTS]
+    assert len(set(names)) == len(names)
+    for part in module.PARTS:
+        argv = command(part, "offline-e5", "OUT")
+        args = parser.parse_args(argv)  # argparse exits (SystemExit) on an unknown or malformed option
+        assert args.out.startswith("OUT/") and "offline-e5" in " ".join(argv)
+        if getattr(args, "finetune_steps", 0) or getattr(args, "experiment", "") == "ratio":
+            seeds = args.seeds
+            assert seeds is None or len(seeds.split(",")) == 1 or args.only_untrained  # one seed per part
+    assert module.run_parts(module.PARTS, "x", ["--list"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == len(module.PARTS)
+
+
+def test_training_parts_cover_three_seeds_per_cell():
+    from e5_parts import command
+
+    parser = build_parser()
+    for name in ("e5_ratio", "e5_paper_claim"):
+        seeds = {parser.parse_args(command(p, "m", "OUT")).seeds for p in _load(name).PARTS
+                 if not parser.parse_args(command(p, "m", "OUT")).only_untrained}
+        assert seeds == {"0", "1", "2"}
