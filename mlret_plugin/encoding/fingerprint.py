@@ -39,10 +39,23 @@ def weights_hash(model: torch.nn.Module) -> str:
     return digest
 
 
+_tokenizer_memo: "weakref.WeakKeyDictionary[object, tuple[int, str]]" = weakref.WeakKeyDictionary()
+
+
 def tokenizer_hash(tokenizer) -> str:
-    """sha256 of the tokenizer's full definition (fast tokenizers) or its vocabulary and init options."""
+    """sha256 of the tokenizer's full definition (fast tokenizers) or its vocabulary and init options.
+
+    Memoised per tokenizer object and vocabulary size (XLM-R's definition is ~17 MB of JSON)."""
     if tokenizer is None:
         return "none"
+    memo = _tokenizer_memo.get(tokenizer)
+    if memo is None or memo[0] != len(tokenizer):
+        memo = (len(tokenizer), _tokenizer_hash(tokenizer))
+        _tokenizer_memo[tokenizer] = memo
+    return memo[1]
+
+
+def _tokenizer_hash(tokenizer) -> str:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
         # truncation / padding are per-call state the tokenizer keeps from its last call, not its definition.
