@@ -398,7 +398,7 @@ sys.path.insert(0, {tests!r})
 from mlret_plugin.attention import triton_kernel as tk
 split = {split!r}
 for key in list(tk.KERNEL_CONFIGS):
-    kernel, arch, elem, block, bd = key
+    kernel, arch, block, dims = key
     if block in split:
         bm, bn = split[block][kernel]
         tk.KERNEL_CONFIGS[key] = (bm, bn, 4, 2)
