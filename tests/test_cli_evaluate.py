@@ -90,3 +90,15 @@ def test_lareqa_without_any_model_reachable_runs_bm25_only(lareqa_home, monkeypa
     monkeypatch.setattr(evaluate, "_bm25", lambda k1, b: built.append((k1, b)) or "bm25-system")
     assert evaluate.build_systems(Args(), default_if_none=True) == ["bm25-system"]
     assert built == [(0.9, 0.4)] and "BM25 ONLY" in capsys.readouterr().err
+
+
+def test_model_saved_by_the_plugin_is_evaluated_with_its_pattern(lareqa_home, tmp_path, capsys):
+    import mlret_plugin
+
+    model = mlret_plugin.load_model(str(tiny_model_dir("bert", tmp_path)), "local", window=4)
+    model.save(str(tmp_path / "trained"))
+    out = tmp_path / "out"
+    assert main(["evaluate", "xquad-r/en", "--model", str(tmp_path / "trained"), "--no-cache", "--out", str(out)]) == 0
+    from mlret_plugin.cli.evaluate import _load_dense
+
+    assert _load_dense(str(tmp_path / "trained"))[0].attention_config.window == 4
