@@ -193,6 +193,7 @@ def write_per_query(records: Iterable[dict], path: str | Path) -> Path:
         with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
             for record in records:
                 f.write((json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8"))
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the other outputs are readable
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
