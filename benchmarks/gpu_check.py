@@ -221,11 +221,11 @@ def timing_layouts(L: int, heads: int) -> dict[str, BlockLayout]:
     }
 
 
-def plan() -> list[dict]:
+def plan(seqs=TIMING_SEQS, dims: dict[int, int] = TIMING_DIMS) -> list[dict]:
     """Every timing row: shape, pattern, non-zero block pairs and their FLOPs (built on CPU, no kernel run)."""
     rows = []
-    for D, H in TIMING_DIMS.items():
-        for L in TIMING_SEQS:
+    for D, H in dims.items():
+        for L in seqs:
             for name, layout in timing_layouts(L, H).items():
                 pairs = int(layout.nnz.sum()) * (H if layout.heads == 1 else 1)  # over heads
                 flops_fwd = 4 * pairs * layout.block ** 2 * D  # QK^T and PV over the non-zero blocks, batch 1
@@ -257,15 +257,27 @@ def speed(rows: list[dict], dtype: torch.dtype, device: torch.device, budget_end
 
     from mlret_plugin.attention.triton_kernel import block_sparse_attention
 
-    try:
-        from torch.nn.attention.flex_attention import flex_attention
-        torch._dynamo.config.recompile_limit = 64  # past the limit Flex would silently run eagerly (slow)
-        flex = torch.compile(flex_attention, dynamic=False)
-    except Exception as exc:
-        flex = None
-        not_run.append(f"FlexAttention: {type(exc).__name__}: {exc}")
+    cuda = device.type == "cuda"
+    flex = None
+    if not cuda:  # the CPU smoke run (--interpret): plumbing only, one timed call, no Flex compile
+        not_run.append("FlexAttention: not compiled in the CPU smoke run")
+    else:
+        try:
+            from torch.nn.attention.flex_attention import flex_attention
+            torch._dynamo.config.recompile_limit = 64  # past the limit Flex would silently run eagerly (slow)
+            flex = torch.compile(flex_attention, dynamic=False)
+        except Exception as exc:
+            not_run.append(f"FlexAttention: {type(exc).__name__}: {exc}")
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
 
     def bench(fn) -> float:
+        if not cuda:
+            start = time.perf_counter()
+            fn()
+            return (time.perf_counter() - start) * 1e3
         return float(triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median"))  # ms
 
     for row in rows:
@@ -293,7 +305,7 @@ def speed(rows: list[dict], dtype: torch.dtype, device: torch.device, budget_end
                 start = time.perf_counter()
                 with torch.no_grad():
                     out = fn(q, k, v)
-                torch.cuda.synchronize()
+                sync()
                 row[f"{peer}_first_call_s"] = round(time.perf_counter() - start, 2)  # includes compilation
                 if peer == "flex":
                     row["flex_max_abs_diff_fwd"] = float((out.float() - peers["ours"](q, k, v).float()).abs().max())
@@ -319,7 +331,8 @@ def speed(rows: list[dict], dtype: torch.dtype, device: torch.device, budget_end
         print(f"  seq {L:>6} d{D:<4} {row['pattern']:<26} ours fwd {row.get('ours_fwd_ms')} ms, "
               f"sdpa/ours {row.get('sdpa_flash_over_ours_fwd')}, flex/ours {row.get('flex_over_ours_fwd')}", flush=True)
         del q, k, v, do
-        torch.cuda.empty_cache()
+        if cuda:
+            torch.cuda.empty_cache()
 
 
 # ----------------------------------------------------------------------------------------------- the report
@@ -413,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         device, dtypes = torch.device("cpu"), [torch.float32, torch.float16]
         report["device"] = "cpu (TRITON_INTERPRET=1)"
         report["not_run"].append("bfloat16: Triton's interpreter has no bf16")
-        report["not_run"].append("timing: needs a CUDA GPU")
+        report["not_run"].append("timing at seq 4k-32k: needs a CUDA GPU (the CPU smoke run times seq 128, "
+                                 "2 heads x 64, one call each: plumbing, not speed)")
     else:
         if not torch.cuda.is_available():
             print("gpu_check needs a CUDA GPU and none is visible to torch (torch.cuda.is_available() is False); "
@@ -424,10 +438,11 @@ def main(argv: list[str] | None = None) -> int:
         report["device"] = f"{torch.cuda.get_device_name()} (sm_{''.join(map(str, torch.cuda.get_device_capability()))})"
     print(f"device: {report['device']}\n(a) correctness")
     report["correctness"] = correctness(cases, dtypes, device)
-    if device.type == "cuda" and not args.no_timing:
+    if not args.no_timing:
         print("(b) speed")
-        report["timing"] = plan()
-        speed(report["timing"], getattr(torch, args.timing_dtype), device, start + args.budget, report["not_run"])
+        report["timing"] = plan() if device.type == "cuda" else plan(seqs=(128,), dims={64: 2})
+        dtype = getattr(torch, args.timing_dtype) if device.type == "cuda" else torch.float32
+        speed(report["timing"], dtype, device, start + args.budget, report["not_run"])
     report["seconds"] = round(time.perf_counter() - start, 1)
     write(Path(args.out), report)
     for x in report["not_run"]:

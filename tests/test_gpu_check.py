@@ -1,7 +1,7 @@
-"""benchmarks/gpu_check.py on a machine without a GPU: the plan, the no-CUDA message, the correctness part.
+"""benchmarks/gpu_check.py on a machine without a GPU: the plan, the no-CUDA message, the code a GPU run takes.
 
 The correctness part runs for real under Triton's interpreter (a subprocess: TRITON_INTERPRET=1 must be set
-before triton is imported) on the first correctness cases, so the code a GPU run takes is exercised here.
+before triton is imported) on the first correctness cases, and the timing part once on a tiny shape.
 """
 from __future__ import annotations
 
@@ -72,3 +72,9 @@ def test_correctness_part_runs_under_the_interpreter(tmp_path):
         assert max(r["vs_float64"].values()) <= tol, r
     assert rows[1]["empty_rows_abs_max"] == 0.0  # the padded row (no key at all) outputs zeros
     assert any("bfloat16" in x for x in report["not_run"]) and any("timing" in x for x in report["not_run"])
+    # the timing code path, once, on tiny shapes (CPU wall time of one call: plumbing, not speed)
+    timing = report["timing"]
+    assert [(r["seq"], r["heads"], r["head_dim"]) for r in timing] == [(128, 2, 64)] * 2
+    for r in timing:
+        assert r["ours_fwd_ms"] > 0 and r["ours_fwd_bwd_ms"] > 0 and r["sdpa_flash_over_ours_fwd"] > 0, r
+    assert "## Speed" in (tmp_path / "gpu_check.md").read_text()
