@@ -177,3 +177,16 @@ def test_cli_no_cache_then_cache_info_and_clear(lareqa_home, tmp_path, monkeypat
     assert EmbeddingCache(root).entries() == []
     rows = [json.loads(line) for line in (tmp_path / "c" / "results.jsonl").read_text().splitlines()]
     assert all(r["query_prompt"] == "" and r["candidates"] == "sentence" for r in rows)
+
+
+def test_unwritable_cache_warns_and_keeps_the_embeddings(lareqa_home, tiny, tmp_path, monkeypatch):
+    cache = EmbeddingCache(tmp_path / "emb")
+
+    def refuse(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cache, "put", refuse)
+    reference = _retriever(tiny, False, candidates="sentence").encode("xquad-r/en")
+    with pytest.warns(RuntimeWarning, match="could not write to .*No space left"):
+        got = _retriever(tiny, cache, candidates="sentence").encode("xquad-r/en")
+    assert torch.equal(got.docs, reference.docs)

@@ -8,6 +8,7 @@ pair (``"context"``, LAReQA's answer input; the paragraph is truncated first whe
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
@@ -160,7 +161,7 @@ class DenseRetriever:
 
             key = entry_key(self.fingerprint(), inputs)
             cached = self.cache.get(key)
-            if cached is not None and cached.shape[0] == len(inputs):
+            if cached is not None:  # the key covers the inputs and their count; the header checked the shape
                 self.cached_texts += len(inputs)
                 log.info("%s: %d %s from the embedding cache", self.name, len(inputs), what)
                 return cached
@@ -182,7 +183,12 @@ class DenseRetriever:
             )
         embeddings = embeddings.to(device="cpu", dtype=torch.float32)
         if key is not None:
-            self.cache.put(key, embeddings, {"model": self.name, "what": what, "rows": len(inputs)})
+            try:
+                self.cache.put(key, embeddings, {"model": self.name, "what": what, "rows": len(inputs)})
+            except OSError as e:  # full or read-only disk: the embeddings are fine, only the cache misses out
+                warnings.warn(f"embedding cache: could not write to {self.cache.root} ({e}); continuing without "
+                              f"storing. Set MLRET_EMBEDDING_CACHE_DIR to a writable folder or pass --no-cache.",
+                              RuntimeWarning, stacklevel=2)
         return embeddings
 
     def _lang_queries(self, collection: str, lang: str) -> tuple[list[str], torch.Tensor]:
