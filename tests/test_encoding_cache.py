@@ -115,30 +115,43 @@ def test_key_depends_on_order_and_pair_boundaries():
     assert entry_key("f", ["a"]) != entry_key("g", ["a"])
 
 
-_WRITER = textwrap.dedent("""
-    import sys, warnings, torch
-    warnings.simplefilter("error")
+_WORKER = textwrap.dedent("""
+    import os, sys, time, warnings
+    from pathlib import Path
+    import torch
+    warnings.simplefilter("error")  # an unusable entry (a half-written file seen by the reader) fails the run
     from mlret_plugin.encoding import EmbeddingCache
-    cache = EmbeddingCache(sys.argv[1])
-    matrix = torch.arange(4000 * 96, dtype=torch.float32).reshape(4000, 96)
-    for i in range(25):
-        cache.put("c" * 64, matrix, {"model": "writer"})
-        got = cache.get("c" * 64)
-        assert got is not None and torch.equal(got, matrix), i
-    print("ok")
+    root, role = Path(sys.argv[1]), sys.argv[2]
+    cache = EmbeddingCache(root)
+    matrix = torch.arange(4000 * 1000, dtype=torch.float32).reshape(4000, 1000)  # 16 MB: writes take a while
+    cache.put("c" * 64, matrix, {"model": "writer"})
+    (root / f"ready-{role}").touch()
+    while len(list(root.glob("ready-*"))) < 2:  # start together: imports take seconds on a busy machine
+        time.sleep(0.001)
+    start, rounds = time.time(), 0
+    while time.time() < start + 3:
+        if role == "writer":
+            cache.put("c" * 64, matrix, {"model": "writer"})
+        else:
+            got = cache.get("c" * 64)
+            assert got is not None and torch.equal(got, matrix), rounds
+        rounds += 1
+    print("ok", rounds)
 """)
 
 
-def test_two_processes_writing_the_same_entry_at_once(tmp_path):
+def test_two_processes_writing_and_reading_one_entry_at_once(tmp_path):
+    # A writer rewrites the entry while a reader reads it in a loop: with a non-atomic write (the file
+    # truncated, then filled) the reader sees a short file within the first rounds (checked by hand).
     root = tmp_path / "emb"
-    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, str(root)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=120) for p in procs]
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(root), role], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for role in ("writer", "reader")]
+    outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
-    assert all(out.strip() == "ok" for out, _ in outs)
+    assert all(out.startswith("ok") and int(out.split()[1]) > 0 for out, _ in outs)
     cache = EmbeddingCache(root)
     assert len(cache.entries()) == 1 and not list(root.rglob("*.tmp"))
-    assert torch.equal(cache.get("c" * 64), torch.arange(4000 * 96, dtype=torch.float32).reshape(4000, 96))
+    assert torch.equal(cache.get("c" * 64), torch.arange(4000 * 1000, dtype=torch.float32).reshape(4000, 1000))
 
 
 def test_default_location_env_override_and_switch(lareqa_home, tiny, monkeypatch, tmp_path):
