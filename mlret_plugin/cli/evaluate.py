@@ -90,9 +90,8 @@ def _bm25(k1: float, b: float):
 
 def build_systems(args: argparse.Namespace, default_if_none: bool = False) -> list:
     """Retrievers from --bm25 / --model; models are resolved and loaded here, before any long work."""
-    from mlret_plugin.evaluation import models
-
     from mlret_plugin.encoding import parse_devices
+    from mlret_plugin.evaluation import models
 
     devices = parse_devices(getattr(args, "devices", None), getattr(args, "processes", None))
     specs = list(args.model) or ([models.DEFAULT_ALIAS] if default_if_none and not args.bm25 else [])
