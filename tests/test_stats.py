@@ -91,3 +91,17 @@ def test_seeds_are_averaged_per_query_and_must_match():
         mean_over_seeds([s0, {("d", "en-1"): (1.0, 0.0)}])
     with pytest.raises(ValueError, match="different queries"):
         unit_differences(s0, {("d", "en-1"): (1.0, 0.0)})
+
+
+def test_resamples_keep_the_smallest_p_far_below_holms_first_threshold():
+    from mlret_plugin.evaluation.stats import ALPHA, N_RESAMPLES
+    from mlret_plugin.experiments.significance import resamples_for
+
+    assert resamples_for(1) == N_RESAMPLES
+    for m in (4, 40, 200):
+        n = resamples_for(m)
+        assert m * 2 / (n + 1) <= ALPHA / 10  # the all-units-agree case stays significant after Holm
+    rng = np.random.default_rng(0)
+    d = np.abs(rng.normal(1, 0.1, 500))  # every unit favours the system
+    m = 200
+    assert holm([randomisation_p_value(d, n_resamples=resamples_for(m))] * m)[0] < ALPHA

@@ -7,7 +7,8 @@ alpha, evaluation) with one finished cell per training seed. ``summarize`` turns
 - the summary rows of ``TESTED`` (setting, measure) pairs of a point with a baseline get a paired test
   against it (``evaluation.stats``: sign-flip randomisation test over questions, 95% bootstrap CI of the
   mean difference; per-query values averaged over the seeds both points share first), and Holm's
-  adjustment across every test of the report (one table): ``p_value``, ``p_holm``, ``ci_low``,
+  adjustment across every test of the report (one table; enough resamples that the smallest attainable p
+  stays far below Holm's first threshold, ``resamples_for``): ``p_value``, ``p_holm``, ``ci_low``,
   ``ci_high``, ``n_queries``, ``n_units``, ``baseline``. Rows without a test carry None there.
 
 Per-query values live next to the cell cache: ``OUT/per_query/{cell key}.jsonl.gz`` (AP and MaxRankDist
@@ -85,13 +86,19 @@ def _paired_seeds(point: Point, base: Point) -> tuple[list, list]:
     return shared, shared
 
 
+def resamples_for(n_tests: int, minimum: int = N_RESAMPLES) -> int:
+    """Enough resamples that the smallest attainable p-value (about 2 / resamples, two-sided) stays far below
+    what Holm needs for the first of ``n_tests`` tests (ALPHA / n_tests): at least 40 x n_tests / ALPHA."""
+    return max(minimum, int(np.ceil(40 * n_tests / ALPHA)))
+
+
 def summarize(points: list[Point], out: Path, evals: Iterable[str | None] = (None,),
               n_resamples: int = N_RESAMPLES) -> list[dict]:
     """Seed-averaged rows of every point, with the paired tests against each point's baseline."""
     by_coord = {p.coord: p for p in points}
     rows_of = {p.coord: _mean_rows(p) for p in points}
     per_query = _PerQuery(out)
-    tests: list[tuple[dict, object]] = []
+    planned: list[tuple[dict, Point, Point, list, list, str | None, str, str]] = []
     for point in points:
         base = by_coord.get(point.baseline) if point.baseline is not None else None
         if base is None or base is point:
@@ -103,21 +110,24 @@ def summarize(points: list[Point], out: Path, evals: Iterable[str | None] = (Non
         for eval_name in evals:
             for setting, measure in TESTED:
                 row = summary.get((eval_name, setting, measure))
-                if row is None:
-                    continue
-                system = mean_over_seeds([weighted_values(per_query.records(point.cells[s], eval_name), setting, measure)
-                                          for s in seeds])
-                reference = mean_over_seeds([weighted_values(per_query.records(base.cells[s], eval_name), setting, measure)
-                                             for s in base_seeds])
-                if not system:
-                    continue
-                comparison = compare(system, reference, n_resamples=n_resamples)
-                row.update({"p_value": comparison.p_value, "ci_low": comparison.ci_low, "ci_high": comparison.ci_high,
-                            "n_queries": comparison.n_queries, "n_units": comparison.n_units, "baseline": base.label,
-                            "test_delta": comparison.delta})
-                if len(seeds) != len(point.cells) or len(base_seeds) != len(base.cells):
-                    row["test_seeds"] = [s for s in seeds if s is not None]
-                tests.append((row, comparison))
+                if row is not None:
+                    planned.append((row, point, base, seeds, base_seeds, eval_name, setting, measure))
+    resamples = resamples_for(len(planned), n_resamples)
+    tests: list[tuple[dict, object]] = []
+    for row, point, base, seeds, base_seeds, eval_name, setting, measure in planned:
+        system = mean_over_seeds([weighted_values(per_query.records(point.cells[s], eval_name), setting, measure)
+                                  for s in seeds])
+        reference = mean_over_seeds([weighted_values(per_query.records(base.cells[s], eval_name), setting, measure)
+                                     for s in base_seeds])
+        if not system:
+            continue
+        comparison = compare(system, reference, n_resamples=resamples)
+        row.update({"p_value": comparison.p_value, "ci_low": comparison.ci_low, "ci_high": comparison.ci_high,
+                    "n_queries": comparison.n_queries, "n_units": comparison.n_units, "baseline": base.label,
+                    "test_delta": comparison.delta, "n_resamples": resamples})
+        if len(seeds) != len(point.cells) or len(base_seeds) != len(base.cells):
+            row["test_seeds"] = [s for s in seeds if s is not None]
+        tests.append((row, comparison))
     for (row, _), adjusted in zip(tests, holm([c.p_value for _, c in tests])):
         row["p_holm"] = adjusted
     return [r for p in points for r in rows_of[p.coord]]
@@ -151,8 +161,8 @@ def _p(p: float) -> str:
     return f"{p:.2g}" if p >= 0.001 else f"{p:.1e}"
 
 
-def method_note(n_tests: int, n_resamples: int = N_RESAMPLES) -> str:
-    return (f"Tests: paired randomisation (sign-flip) test over source questions ({n_resamples} resamples, "
+def method_note(n_tests: int) -> str:
+    return (f"Tests: paired randomisation (sign-flip) test over source questions ({resamples_for(n_tests)} resamples, "
             "scipy.stats.permutation_test, two-sided; each question's translations and target languages form one "
             "unit, weighted as in the reported mean), 95% percentile bootstrap CI of the mean difference "
             f"(scipy.stats.bootstrap, paired), Holm correction across the {n_tests} tests of this report; "
@@ -160,5 +170,5 @@ def method_note(n_tests: int, n_resamples: int = N_RESAMPLES) -> str:
             "before the test; the ± is the std across seeds.")
 
 
-__all__ = ["Point", "STAT_MEASURES", "TESTED", "TEST_FIELDS", "mark", "method_note", "per_query_path", "save_per_query",
-           "summarize", "tests_table"]
+__all__ = ["Point", "STAT_MEASURES", "TESTED", "TEST_FIELDS", "mark", "method_note", "per_query_path", "resamples_for",
+           "save_per_query", "summarize", "tests_table"]
