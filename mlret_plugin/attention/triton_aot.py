@@ -47,9 +47,9 @@ class Variant:
 
 
 def tool_paths() -> dict[str, Path]:
-    """ptxas and cuobjdump from the triton wheel; FileNotFoundError naming what is missing."""
+    """ptxas (sm_80), ptxas-blackwell (triton's ptxas for sm_90+) and cuobjdump from the triton wheel."""
     bin_dir = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
-    paths = {name: bin_dir / name for name in ("ptxas", "cuobjdump")}
+    paths = {name: bin_dir / name for name in ("ptxas", "ptxas-blackwell", "cuobjdump")}
     missing = [str(p) for p in paths.values() if not os.access(p, os.X_OK)]
     if missing:
         raise FileNotFoundError(f"triton's CUDA tools are missing ({', '.join(missing)}); install a triton wheel "
