@@ -16,6 +16,7 @@ only), written atomically before the cell enters ``cells.jsonl``.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -24,6 +25,8 @@ import numpy as np
 
 from mlret_plugin.evaluation.lareqa import read_per_query, write_per_query
 from mlret_plugin.evaluation.stats import ALPHA, N_RESAMPLES, compare, holm, mean_over_seeds, weighted_values
+
+log = logging.getLogger(__name__)
 
 STAT_MEASURES = ("AP", "MaxRankDist")
 TESTED = (("mono", "AP"), ("cross", "AP"), ("multi", "AP"), ("multi", "MaxRankDist"))
@@ -101,10 +104,13 @@ def summarize(points: list[Point], out: Path, evals: Iterable[str | None] = (Non
     planned: list[tuple[dict, Point, Point, list, list, str | None, str, str]] = []
     for point in points:
         base = by_coord.get(point.baseline) if point.baseline is not None else None
-        if base is None or base is point:
+        if point.baseline is None or base is point:
             continue
-        seeds, base_seeds = _paired_seeds(point, base)
+        seeds, base_seeds = _paired_seeds(point, base) if base is not None else ([], [])
         if not seeds:
+            log.warning("%s %s: no test, its baseline %s has no finished cell%s yet; run the part that computes "
+                        "it (same --out)", point.label, point.coord, point.baseline,
+                        "" if base is None else f" for seeds {sorted(s for s in point.cells if s is not None)}")
             continue
         summary = {(r.get("eval"), r["setting"], r["measure"]): r for r in rows_of[point.coord] if r["breakdown"] == "summary"}
         for eval_name in evals:
