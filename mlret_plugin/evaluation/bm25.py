@@ -11,7 +11,8 @@ The candidates of a language are the same in the mono, cross and pool subsets, s
 of them. Lucene's ``IndexWriter`` is driven directly (through jnius) because Pyserini's indexer cannot
 take an arbitrary Lucene analyzer (Greek, our Thai / Vietnamese analysis); documents follow Anserini's
 layout (``id`` stored + binary doc values, ``contents`` analysed), so Pyserini's ``LuceneSearcher``
-searches them, and so does Pyserini's own CLI given the same analyzer. An index is built in a temporary
+searches them, and so does Pyserini's own CLI (``mlret pyserini search.lucene``) with the query flags
+``mlret bm25 indexes`` lists (``--pretokenized`` topics from ``pyserini_topics`` for el / th / vi). An index is built in a temporary
 folder and renamed into place: an interrupted build leaves no index behind (the temporary folder of a
 killed process is removed by the next build of that index).
 
