@@ -32,6 +32,10 @@ def test_attention_experiment_real_data(real_lareqa_home, tmp_path):
     pool_rows = [r for r in rows if r["breakdown"] == "pool" and r["measure"] == "AP"]
     assert {r["queries"] for r in pool_rows} == {2 * 1190}
     assert multi[("local:window=4", 0.0)]["delta"] != 0
+    # the paired test's units are the 1,190 source questions, each with its en and vi query
+    tested = multi[("local:window=4", 0.0)]
+    assert tested["n_units"] == 1190 and tested["n_queries"] == 2 * 1190
+    assert tested["ci_low"] <= tested["delta"] <= tested["ci_high"] and tested["p_holm"] >= tested["p_value"]
     assert (out / "degradation_vs_noise.png").is_file() and (out / "report.md").is_file()
 
 
@@ -40,10 +44,11 @@ def test_ratio_experiment_real_data(real_lareqa_home, tmp_path):
     out = tmp_path / "ratio"
     code = main(["experiment", "ratio", "--train", "mlqa-r", "--eval", "xquad-r", "--eval-langs", "en,de",
                  "--models", f"{model}:layers=1,{model}", "--alphas", "0.5", "--max-steps", "2", "--batch-size", "8",
-                 "--no-untrained", "--out", str(out)])
+                 "--no-untrained", "--seeds", "0", "--out", str(out)])
     assert code == 0
     summary = [r for r in _rows(out) if r["breakdown"] == "summary" and r["measure"] == "AP"]
     assert {(r["layers"], r["alpha"]) for r in summary} == {(1, 0.5), (2, 0.5)}
+    assert {tuple(r["seeds"]) for r in summary} == {(0,)}
     assert (out / "map_vs_alpha.png").is_file()
 
 
