@@ -99,6 +99,7 @@ def test_model_saved_by_the_plugin_is_evaluated_with_its_pattern(lareqa_home, tm
     model.save(str(tmp_path / "trained"))
     out = tmp_path / "out"
     assert main(["evaluate", "xquad-r/en", "--model", str(tmp_path / "trained"), "--no-cache", "--out", str(out)]) == 0
-    from mlret_plugin.cli.evaluate import _load_dense
+    from mlret_plugin.evaluation.models import load_model
 
-    assert _load_dense(str(tmp_path / "trained"))[0].attention_config.window == 4
+    # The same loader serves mlret evaluate / lareqa and DenseRetriever("path").
+    assert load_model(str(tmp_path / "trained"))[0].attention_config.window == 4

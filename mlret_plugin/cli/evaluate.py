@@ -115,7 +115,7 @@ def build_systems(args: argparse.Namespace, default_if_none: bool = False) -> li
 
     names: set[str] = set()
     for spec, path in resolved:
-        model = _load_dense(path)
+        model = models.load_model(path)
         name = models.model_name(path)
         if name in names:
             name = f"{name}-{len(names) + 1}"
@@ -125,21 +125,6 @@ def build_systems(args: argparse.Namespace, default_if_none: bool = False) -> li
                                       name=name if args.candidates == "context" else f"{name}-sentence",
                                       cache=False if getattr(args, "no_cache", False) else None, devices=devices))
     return systems
-
-
-def _load_dense(path: str):
-    """A model folder saved by the plugin (its attention module class, e.g. from `mlret train`) loads through
-    mlret_plugin.load_model (pattern kept, no trust_remote_code); anything else as a sentence-transformers model."""
-    from mlret_plugin.evaluation import models
-
-    if Path(path).is_dir():
-        from mlret_plugin.model import CLASS_REF, _saved_module_types
-
-        if CLASS_REF in _saved_module_types(Path(path)):
-            from mlret_plugin.model import load_model
-
-            return load_model(path)
-    return models.load_model(path)
 
 
 def close_systems(systems: list) -> None:

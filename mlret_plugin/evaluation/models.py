@@ -130,6 +130,14 @@ def load_model(spec: str | Path, device: str | None = None):
     if resolved is None:
         raise ValueError(f"--model {spec}: no dense model is available (see the warning above)")
     local = Path(resolved).is_dir()
+    if local:
+        from mlret_plugin.model import CLASS_REF, _saved_module_types
+
+        if CLASS_REF in _saved_module_types(Path(resolved)):
+            # Saved by the plugin (e.g. `mlret train`): its attention module class, loaded with its pattern.
+            from mlret_plugin.model import load_model as load_swappable
+
+            return load_swappable(resolved, device=device)
     try:
         return SentenceTransformer(resolved, device=device, local_files_only=local or _hub_offline())
     except Exception as e:
