@@ -243,7 +243,7 @@ def run_lareqa_cli(args: argparse.Namespace) -> int:
     from mlret_plugin.datasets import pool
     from mlret_plugin.datasets.subsets import check_langs
     from mlret_plugin.evaluation.lareqa import SETTINGS, run_lareqa
-    from mlret_plugin.evaluation.report import lareqa_summary_table, write_lareqa_outputs
+    from mlret_plugin.evaluation.report import lareqa_summary_table
 
     try:
         langs = check_langs(args.collection, [x.strip() for x in args.langs.split(",") if x.strip()]) if args.langs else None
@@ -263,13 +263,6 @@ def run_lareqa_cli(args: argparse.Namespace) -> int:
                           run_depth=args.run_depth, bm25_depth=args.bm25_depth)
     finally:
         close_systems(systems)
-    settings_of = system_settings(systems)
-    if any(r["system"] in settings_of and "query_prompt" not in r for r in rows):
-        # run_lareqa wrote its outputs without the dense systems' prompts: write them again with them.
-        chosen = list(dict.fromkeys(r["qlang"] for r in rows if r["breakdown"] == "language")) \
-            or list(langs or COLLECTIONS[args.collection])
-        write_lareqa_outputs(rows, out, collection=args.collection, langs=chosen, systems=settings_of,
-                             timings={"all systems": time.perf_counter() - start})
     print(lareqa_summary_table(rows))
     print(f"\n{time.perf_counter() - start:.1f} s; wrote {out / 'results.jsonl'}, {out / 'report.md'}, heatmaps, "
           f"{out / 'runs'}", file=sys.stderr)

@@ -178,7 +178,9 @@ def run_lareqa(
     if out_dir is not None:
         from mlret_plugin.evaluation.report import write_lareqa_outputs
 
-        write_lareqa_outputs(result, Path(out_dir), collection=collection, langs=chosen, timings=timings, note=note)
+        systems = {r.name: r.describe() for r in retrievers if hasattr(r, "describe")}  # dense: prompts, candidates
+        write_lareqa_outputs(result, Path(out_dir), collection=collection, langs=chosen, timings=timings, note=note,
+                             systems=systems)
         if per_query_sink is not None:
             write_per_query(per_query_sink, Path(out_dir) / "per_query.jsonl.gz")
     return result
