@@ -203,3 +203,19 @@ def test_unwritable_cache_warns_and_keeps_the_embeddings(lareqa_home, tiny, tmp_
     with pytest.warns(RuntimeWarning, match="could not write to .*No space left"):
         got = _retriever(tiny, cache, candidates="sentence").encode("xquad-r/en")
     assert torch.equal(got.docs, reference.docs)
+
+
+def test_experiment_no_cache_flag_turns_the_cache_off_for_every_retriever(monkeypatch):
+    from mlret_plugin.cli import experiment
+    from mlret_plugin.cli.main import build_parser
+    from mlret_plugin.encoding import cache_enabled_by_env
+
+    monkeypatch.delenv("MLRET_EMBEDDING_CACHE", raising=False)
+    parser = build_parser()
+    args = parser.parse_args(["experiment", "attention", "--collection", "xquad-r", "--model", "m", "--out", "o"])
+    experiment._apply_cache_arg(args)
+    assert cache_enabled_by_env()
+    args = parser.parse_args(["experiment", "ratio", "--train", "mlqa-r", "--eval", "xquad-r", "--models", "m",
+                              "--max-steps", "1", "--out", "o", "--no-cache"])
+    experiment._apply_cache_arg(args)
+    assert not cache_enabled_by_env()

@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "relative), per language.",
     )
     at.add_argument("--collection", required=True, choices=sorted(COLLECTIONS))
-    at.add_argument("--model", required=True, help="sentence-transformers folder, hub id or 'offline-minilm'")
+    at.add_argument("--model", required=True, help="sentence-transformers folder, hub id, 'offline-e5' or 'offline-minilm'")
     at.add_argument("--variants", default="dense,local:window=64,block_sparse:block=32",
                     help="comma-separated KIND[:key=value...]: dense; local:window=W[:global=G]; "
                          "block_sparse:block=B[:band=N:global=N:random=N:stride=N:per_head=0|1:seed=S] (dense is required)")
@@ -53,6 +53,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     help="training seeds of --finetune-steps, e.g. 0,1,2 [default with fine-tuning]; one per command "
                          "to split a grid over commands sharing --out")
     at.add_argument("--out", required=True, help="output folder (reuse it to resume)")
+    _add_cache_arg(at)
     at.set_defaults(func=run_attention_cli)
 
     ra = sub.add_parser(
@@ -84,7 +85,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     help="hold K seeded articles of --train out of training and also evaluate on their questions")
     ra.add_argument("--holdout-seed", type=int, default=0, help="seed of the held-out article draw")
     ra.add_argument("--out", required=True, help="output folder (reuse it to resume)")
+    _add_cache_arg(ra)
     ra.set_defaults(func=run_ratio_cli)
+
+
+def _add_cache_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-cache", action="store_true",
+                        help="do not read or write the embedding cache (see `mlret cache info`)")
+
+
+def _apply_cache_arg(args: argparse.Namespace) -> None:
+    # Every DenseRetriever an experiment builds reads this switch (mlret_plugin.encoding.cache).
+    if args.no_cache:
+        from mlret_plugin.encoding.cache import ENV_SWITCH
+
+        os.environ[ENV_SWITCH] = "0"
 
 
 def _fail(e: Exception) -> int:
@@ -94,6 +109,7 @@ def _fail(e: Exception) -> int:
 
 def run_attention_cli(args: argparse.Namespace) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _apply_cache_arg(args)
     from mlret_plugin.experiments.attention import build_grid, run_attention_grid
 
     try:
@@ -113,6 +129,7 @@ def run_attention_cli(args: argparse.Namespace) -> int:
 
 def run_ratio_cli(args: argparse.Namespace) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _apply_cache_arg(args)
     from mlret_plugin.experiments.ratio import build_ratio_grid, run_ratio_grid
 
     try:
