@@ -210,7 +210,7 @@ def test_experiment_no_cache_flag_turns_the_cache_off_for_every_retriever(monkey
     from mlret_plugin.cli.main import build_parser
     from mlret_plugin.encoding import cache_enabled_by_env
 
-    monkeypatch.delenv("MLRET_EMBEDDING_CACHE", raising=False)
+    monkeypatch.setenv("MLRET_EMBEDDING_CACHE", "1")  # recorded, so the flag's change is undone after the test
     parser = build_parser()
     args = parser.parse_args(["experiment", "attention", "--collection", "xquad-r", "--model", "m", "--out", "o"])
     experiment._apply_cache_arg(args)
