@@ -58,8 +58,8 @@ def search(workers: int, json_path: str | None) -> int:
           "(BLOCK_M, BLOCK_N, num_warps, num_stages)")
     for key, config, tried in results:
         chosen = [t for t in tried if config and (t["BLOCK_M"], t["BLOCK_N"], t["num_warps"], t["num_stages"]) == config]
-        figures = ", ".join(f"d{t['head_dim']}: {t['registers']} regs {t['stack']} B stack {t['shared']} B smem"
-                            for t in chosen)
+        figures = ", ".join(f"d{t['head_dim']}{'' if t['masked'] else ' unmasked'}: {t['registers']} regs "
+                            f"{t['stack']} B stack {t['shared']} B smem" for t in chosen)
         print(f"    {key!r}: {config!r},  # {figures}" if config else f"    # {key!r}: refused (nothing fits)")
     print("}")
     if json_path:

@@ -187,9 +187,9 @@ TILE_CANDIDATES = {  # (BLOCK_M, BLOCK_N, num_warps), most work per program firs
 }
 
 
-def _figures(kernel: str, arch: int, dtype: str, block: int, head_dim: int, config: dict) -> dict:
-    """registers / stack / shared of one explicit configuration, HAS_KPM and HAS_WINDOW on (the most masked)."""
-    v = Variant(kernel, arch, dtype, block, head_dim)
+def _figures(kernel: str, arch: int, dtype: str, block: int, head_dim: int, config: dict, masked: bool) -> dict:
+    """registers / stack / shared of one explicit configuration, HAS_KPM and HAS_WINDOW both on or both off."""
+    v = Variant(kernel, arch, dtype, block, head_dim, masked, masked)
     launch = variant_launch(v, config)
     compiled = compile_launch(launch, arch)
     registers, stack = resource_usage(compiled.asm["cubin"])
@@ -200,8 +200,9 @@ def search_config(key: tuple[str, int, int, int, int]) -> tuple[tuple, tuple | N
     """(key, (BLOCK_M, BLOCK_N, num_warps, num_stages) or None, every compile tried) for one fp16 table row.
 
     The first tile candidate with no spill at 2 stages, for head_dim = the class (64 or 128) and, for class
-    128, a masked head_dim 96; then 3 stages if still spill-free and two programs fit one SM's shared memory
-    (capped by triton_kernel.SMEM_BUDGET).
+    128, a masked head_dim 96, with the padding and window masks on and off (either can need more registers);
+    then 3 stages if still spill-free and two programs fit one SM's shared memory (capped by
+    triton_kernel.SMEM_BUDGET).
     """
     kernel, arch, elem_bytes, block, bd = key
     dims = [bd] + ([bd * 3 // 4] if bd == 128 else [])  # 96: the masked head_dim of the largest tile
@@ -209,7 +210,8 @@ def search_config(key: tuple[str, int, int, int, int]) -> tuple[tuple, tuple | N
 
     def run(bm, bn, warps, stages) -> list[dict]:
         cfg = {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": warps, "num_stages": stages}
-        out = [{"head_dim": d, **cfg, **_figures(kernel, arch, "fp16", block, d, cfg)} for d in dims]
+        out = [{"head_dim": d, "masked": m, **cfg, **_figures(kernel, arch, "fp16", block, d, cfg, m)}
+               for d in dims for m in (True, False)]
         tried.extend(out)
         return out
 
