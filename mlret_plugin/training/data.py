@@ -134,9 +134,14 @@ def read_jsonl(path: str | Path) -> list[dict]:
                 raise ValueError(f"{path}:{n}: not valid JSON ({e})") from e
             if not isinstance(row, dict):
                 raise ValueError(f"{path}:{n}: expected a JSON object with {list(REQUIRED_COLUMNS)}, got {row!r}")
+            if "image" in row:  # an image-text row (mlret_plugin.multimodal.data): checked there, naming this line
+                row["_where"] = f"{path}:{n}"
+                rows.append(row)
+                continue
             missing = [c for c in REQUIRED_COLUMNS if not row.get(c)]
             if missing:
-                raise ValueError(f"{path}:{n}: missing or empty {missing}; expected {list(REQUIRED_COLUMNS)}")
+                raise ValueError(f"{path}:{n}: missing or empty {missing}; expected {list(REQUIRED_COLUMNS)} "
+                                 "(or 'image' in place of 'passage' for image-text rows)")
             rows.append(row)
     return rows
 
@@ -231,5 +236,11 @@ def load_parallel(
             _check_rows(rows.column_names, where)
             rows = rows.filter(lambda lang: lang in wanted, input_columns=["lang"])
         else:
-            rows = [r for r in rows if r["lang"] in wanted]
+            rows = [r for r in rows if r.get("lang") in wanted]
+    if isinstance(rows, list) and any("image" in r for r in rows):
+        if not all("image" in r for r in rows):
+            raise ValueError(f"{where}: mixes image-text rows (with 'image') and text rows; use one kind per file")
+        from mlret_plugin.multimodal.data import image_parallel_dataset
+
+        return image_parallel_dataset(rows, where, base_dir=Path(source).parent)
     return parallel_dataset(rows, where)

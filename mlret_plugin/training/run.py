@@ -65,6 +65,9 @@ def train_hybrid(
     from mlret_plugin.training.sampler import HybridBatchSampler
 
     query, passage = training_prompts(model, query_prompt, passage_prompt)
+    if passage and _passages_are_images(train_dataset):
+        raise ValueError(f"passage prompt {passage!r}: the passages of this dataset are images, which take no text "
+                         "prompt; pass passage_prompt='' (--passage-prompt '')")
     if query or passage:
         log.warning("training prompts: query %r, passage %r", query, passage)
     out_dir = Path(out_dir)
@@ -93,6 +96,7 @@ def train_hybrid(
         disable_tqdm=not show_progress,
         use_cpu=not _has_cuda(),
         prompts=column_prompts(query, passage),
+        router_mapping=router_mapping(model),
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset,
                                          loss=make_loss(model, loss, mini_batch_size))
@@ -104,6 +108,22 @@ def train_hybrid(
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     return final
+
+
+def router_mapping(model) -> dict[str, str] | None:
+    """Column -> task for a model with a Router (e.g. the image-text dual encoder): queries are "query",
+    passages / negatives "document"; a Router keyed by modality resolves (task, modality) to its route."""
+    from sentence_transformers.base.modules import Router
+
+    if not any(isinstance(m, Router) for m in model.children()):
+        return None
+    return {"anchor": "query", "positive": "document", "negative": "document"}
+
+
+def _passages_are_images(dataset) -> bool:
+    from mlret_plugin.multimodal.data import is_image_dataset
+
+    return is_image_dataset(dataset)
 
 
 def _has_cuda() -> bool:
