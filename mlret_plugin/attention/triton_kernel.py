@@ -288,8 +288,9 @@ SMEM_BUDGET = 200 * 1024  # shared memory per SM the table plans with: H100's 22
 # from an estimate: the first tile candidate (most work per program first) that compiles with no spill at
 # 2 stages, for head_dim 64 (class 64) or 128 and 96 (class 128), padding and window masks on and off; then 3
 # stages if that still spills nothing and two programs fit one SM (min(SM, SMEM_BUDGET)). fp32 takes the same
-# tile capped at 64 x 64, at most 4 warps and one stage (IEEE dots run on the FMA units; big tiles only add
-# registers), which fits shared memory everywhere (checked by the full grid).
+# tile capped at 32 x 32, at most 4 warps and one stage: it fits shared memory everywhere (checked by the full
+# grid). Its IEEE dots run on the FMA units and still spill at head_dim 96 / 128 (up to ~1.6 KB of stack; at a
+# 64 x 64 cap up to 15 KB): fp32 on GPU is the slow, exact path, never spill-free in this kernel.
 KERNEL_CONFIGS: dict[tuple[str, int, int, int], tuple[int, int, int, int]] = {
     # compiled figures (masks on) per head_dim: registers r, stack bytes, shared-memory bytes. With the masks
     # off, every entry is checked by the full grid (benchmarks/triton_aot.py); one entry changed for it.
@@ -342,7 +343,7 @@ KERNEL_CONFIGS: dict[tuple[str, int, int, int], tuple[int, int, int, int]] = {
     ("dkdv", 90, 128, 128): (32, 128, 8, 2),  # d128: 227r 0 98560, d96: 228r 0 98560
     ("dq", 90, 128, 128): (128, 32, 8, 2),  # d128: 139r 0 98304, d96: 139r 0 98304
 }
-FP32_TILE_CAP = 64
+FP32_TILE_CAP = 32
 
 
 HEAD_DIM_CLASSES = (64, 128)  # table rows: head_dim <= 64, head_dim 65..128 (compiled at 64 and at 128 and 96)
