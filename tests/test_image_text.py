@@ -257,3 +257,30 @@ def test_pil_images_are_written_once_and_loaded_per_batch(tmp_path):
     ds = image_parallel_dataset(rows, image_dir=tmp_path / "imgs")
     assert len(list((tmp_path / "imgs").glob("*.png"))) == 3
     assert np.array_equal(np.asarray(ds[2]["positive"]), np.asarray(picture(1, size=8)))
+
+
+def test_locked_text_tower_equals_the_text_model_and_round_trips(tmp_path):
+    """The locked tower's cached embeddings equal the text model's own (eval mode), also after a reload."""
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss  # noqa: F401
+
+    torch.manual_seed(2)
+    text = tiny_sentence_transformer("bert", tmp_path / "tiny")
+    text.eval()
+    captions = ["en quick", "de brown", "es fox", "en quick"]
+    reference = text.encode(captions, convert_to_tensor=True)
+    cache: dict = {}
+    model = build_dual_encoder(text, 16, TinyImageEncoder(16, image_size=16), lock_text=True, text_cache=cache)
+    tower = model[0].sub_modules["text"][0]
+    projection = model[0].sub_modules["text"][1]
+    model.train()  # dropout on: the locked tower still runs in eval mode
+    features = model.preprocess(captions, task="query")
+    got = tower(dict(features))["sentence_embedding"]
+    torch.testing.assert_close(got, reference, atol=1e-5, rtol=1e-5)
+    assert len(cache) == 3 and not any(p.requires_grad for p in tower.parameters())
+    with torch.no_grad():
+        expected = projection({"sentence_embedding": reference})["sentence_embedding"]
+    model.eval()
+    np.testing.assert_allclose(model.encode(captions), expected.numpy(), atol=1e-5)
+    model.save(str(tmp_path / "locked"))
+    loaded = load_dual_encoder(tmp_path / "locked")
+    np.testing.assert_allclose(loaded.encode(captions), expected.numpy(), atol=1e-5)
