@@ -343,10 +343,10 @@ KERNEL_CONFIGS: dict[tuple[str, int, int, int], tuple[int, int, int, int]] = {
     ("dkdv", 90, 128, 128): (32, 128, 8, 2),  # d128: 227r 0 98560, d96: 228r 0 98560
     ("dq", 90, 128, 128): (128, 32, 8, 2),  # d128: 139r 0 98304, d96: 139r 0 98304
 }
-FP32_TILE_CAP = 32
+FP32_TILE_CAP = 32  # fp32 tiles: at most 32 x 32 (see the table comment)
 
 
-HEAD_DIM_CLASSES = (64, 128)  # table rows: head_dim <= 64, head_dim 65..128 (compiled at 64 and at 128 and 96)
+HEAD_DIM_CLASSES = (64, 128)  # table rows: head_dim <= 64 and 65..128 (searched at 64, and at 128 and 96)
 
 
 def block_d(head_dim: int) -> int:
