@@ -25,9 +25,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     tr.add_argument("--train", required=True, metavar="DATASET_ID_OR_FILE",
                     help="an mlret dataset id (e.g. mlqa-r: group = question id, passage = answer sentence) or a "
-                         "JSONL file of {group_id, lang, query, passage[, negative]} rows")
-    tr.add_argument("--eval", default=None, metavar="DATASET_ID",
-                    help="collection (or mono/cross id) to evaluate on, e.g. xquad-r; required unless --no-eval")
+                         "JSONL file of {group_id, lang, query, passage[, negative]} rows, or of image-text rows "
+                         "{group_id, lang, query (caption), image (path, relative to the file)}")
+    tr.add_argument("--eval", default=None, metavar="DATASET_ID_OR_FILE",
+                    help="collection (or mono/cross id) to evaluate on, e.g. xquad-r; for image-text training a "
+                         "JSONL file of held-out image-text rows; required unless --no-eval")
+    tr.add_argument("--image-tower", type=int, default=None, metavar="DIM",
+                    help="image-text rows: wrap the text --model into a new dual encoder (Router: text -> Dense "
+                         "projection, image -> a small CNN) with DIM-dimensional shared embeddings")
+    tr.add_argument("--lock-text", action="store_true",
+                    help="with --image-tower: freeze the whole text tower and cache its caption embeddings")
     tr.add_argument("--eval-langs", default=None, help="comma-separated languages of the evaluation collection")
     tr.add_argument("--no-eval", action="store_true", help="train and save only")
     tr.add_argument("--model", required=True,
@@ -102,8 +109,19 @@ def check_args(args: argparse.Namespace):
     train_subset = None if train_is_file else parse_dataset_id(args.train)
     if args.holdout_articles and train_subset is None:
         raise ValueError("--holdout-articles needs --train to be a dataset id (articles come from its doc ids)")
+    if args.lock_text and args.image_tower is None:
+        raise ValueError("--lock-text applies to the new dual encoder of --image-tower DIM")
+    if args.image_tower is not None and args.image_tower < 1:
+        raise ValueError(f"--image-tower {args.image_tower}: expected a dimension >= 1")
     eval_subset, eval_langs = None, None
-    if not args.no_eval:
+    if not args.no_eval and args.eval and (args.eval.endswith(".jsonl") or Path(args.eval).is_file()):
+        if not Path(args.eval).is_file():
+            raise FileNotFoundError(f"--eval {args.eval}: no such file")
+        if not train_is_file:
+            raise ValueError(f"--eval {args.eval}: a file of image-text rows evaluates image-text training "
+                             "(--train FILE.jsonl of image rows); evaluate text training on a dataset id")
+        eval_langs = _csv(args.eval_langs)
+    elif not args.no_eval:
         if not args.eval:
             raise ValueError("--eval DATASET_ID is required (e.g. --eval xquad-r), or pass --no-eval")
         eval_subset = parse_dataset_id(args.eval)
@@ -132,12 +150,33 @@ def check_args(args: argparse.Namespace):
     return train_subset, eval_subset, eval_langs, options
 
 
-def _load_model(args: argparse.Namespace, options: dict):
+def _load_model(args: argparse.Namespace, options: dict, images: bool = False):
     from mlret_plugin.evaluation.models import resolve_model_spec
+    from mlret_plugin.multimodal import build_dual_encoder, is_dual_encoder_dir, load_dual_encoder
 
     resolved = resolve_model_spec(args.model)
     if resolved is None:
         raise ValueError(f"--model {args.model!r}: no model is available (see the warning above)")
+    dual = Path(resolved).is_dir() and is_dual_encoder_dir(resolved)
+    if images or dual:
+        if not images:
+            raise ValueError(f"--model {args.model}: an image-text dual encoder; train it on image-text rows "
+                             "({group_id, lang, query, image})")
+        if dual and args.image_tower is not None:
+            raise ValueError(f"--model {args.model} already has an image tower; drop --image-tower")
+        if args.attention is not None:
+            raise ValueError("--attention applies to text models; not supported with image-text training")
+        if dual:
+            return load_dual_encoder(resolved)
+        if args.image_tower is None:
+            raise ValueError(f"--train {args.train} has image-text rows but --model {args.model} is a text model: "
+                             "pass --image-tower DIM to build a dual encoder around it, or --model a saved dual "
+                             "encoder (mlret_plugin.multimodal.build_dual_encoder(...).save(PATH))")
+        from mlret_plugin.evaluation.models import load_model
+
+        return build_dual_encoder(load_model(resolved), args.image_tower, lock_text=args.lock_text)
+    if args.image_tower is not None:
+        raise ValueError("--image-tower DIM needs image-text rows in --train (rows with 'image' in place of 'passage')")
     if args.attention is not None:
         import mlret_plugin
 
@@ -183,7 +222,22 @@ def run_train(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"mlret train: {e}", file=sys.stderr)
         return 2
-    model = _load_model(args, options)
+    from mlret_plugin.multimodal import is_image_dataset
+
+    images = is_image_dataset(data)
+    if images and eval_subset is not None:
+        print(f"mlret train: --eval {args.eval}: image-text training is evaluated on a JSONL file of held-out "
+              "image-text rows, not on a text collection", file=sys.stderr)
+        return 2
+    if not images and not args.no_eval and eval_subset is None:
+        print(f"mlret train: --eval {args.eval}: a file of image-text rows, but --train {args.train} is text data",
+              file=sys.stderr)
+        return 2
+    try:
+        model = _load_model(args, options, images=images)
+    except ValueError as e:
+        print(f"mlret train: {e}", file=sys.stderr)
+        return 2
     try:
         saved = train_hybrid(
             model, data, out, alpha=args.alpha, batch_size=args.batch_size, epochs=args.epochs,
@@ -196,6 +250,8 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"mlret train: {e}", file=sys.stderr)
         return 2
     print(f"model saved to {saved}", file=sys.stderr)
+    if images and not args.no_eval:
+        return _evaluate_images(model, args, eval_langs, out)
     if eval_subset is None:
         return 0
     from mlret_plugin.evaluation.dense import DenseRetriever
@@ -211,5 +267,25 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"evaluating the {len(query_groups)} held-out questions of articles {held_out} against every "
               f"candidate of {eval_subset.collection}", file=sys.stderr)
     run_lareqa(eval_subset.collection, [retriever], langs=eval_langs, out_dir=out / "eval", query_groups=query_groups)
+    print(f"results: {out / 'eval' / 'results.jsonl'}", file=sys.stderr)
+    return 0
+
+
+def _evaluate_images(model, args: argparse.Namespace, langs: list[str] | None, out: Path) -> int:
+    """Caption -> image per caption language and image -> caption pool on held-out image-text rows."""
+    from mlret_plugin.multimodal.evaluate import evaluate_image_retrieval, write_image_outputs
+    from mlret_plugin.training.data import read_jsonl
+
+    try:
+        rows = read_jsonl(args.eval)
+        base = Path(args.eval).parent
+        for row in rows:  # relative image paths resolve against the JSONL's folder, as for --train
+            if isinstance(row.get("image"), str) and not Path(row["image"]).is_absolute():
+                row["image"] = str(base / row["image"])
+        results = evaluate_image_retrieval(model, rows, f"hybrid-alpha{args.alpha:g}", langs=langs)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"mlret train: --eval {args.eval}: {e}", file=sys.stderr)
+        return 2
+    write_image_outputs(results, out / "eval", note=f"trained on {args.train}, evaluated on {args.eval}")
     print(f"results: {out / 'eval' / 'results.jsonl'}", file=sys.stderr)
     return 0

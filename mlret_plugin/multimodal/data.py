@@ -41,9 +41,14 @@ def _image_pair_transform(batch: dict[str, list]) -> dict[str, list]:
 
     Plain row access (``ds[0]``, as sentence-transformers' model card reads the columns) also returns the
     row's own columns, with the image opened, so (query, passage) read as (caption, image)."""
-    out = _pair_transform({k: v for k, v in batch.items() if k != IMAGE_COLUMN})
     n = len(batch["passage"])
-    pair_mode = bool(batch[MARKER_COLUMN]) and batch[MARKER_COLUMN][0]
+    # The sampler's keys are the marker + (query row, passage row) pairs; the marker row read alone (a slice
+    # at the end of the dataset) is a plain row.
+    pair_mode = n > 1 and batch[MARKER_COLUMN][0]
+    plain = {k: v for k, v in batch.items() if k != IMAGE_COLUMN}
+    if not pair_mode:
+        plain[MARKER_COLUMN] = [False] * n
+    out = _pair_transform(plain)
     rows = range(2, n, 2) if pair_mode else range(n)
     out["positive"] = [load_image(batch["passage"][i], where=f"image row (group {batch['group_id'][i]!r}, "
                                                          f"lang {batch['lang'][i]!r})") for i in rows]
