@@ -57,9 +57,7 @@ def _seed(argv: list[str]) -> int:
 
 
 def _topics(argv: list[str]) -> int:
-    import os
     import sys
-    import tempfile
     from pathlib import Path
 
     parser = argparse.ArgumentParser(
@@ -86,14 +84,8 @@ def _topics(argv: list[str]) -> int:
     if ns.output is None:
         sys.stdout.write(lines)
         return 0
-    path = Path(ns.output)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(lines)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from mlret_plugin.evaluation.report import atomic_write_text
+
+    path = atomic_write_text(Path(ns.output), lines)
     print(f"wrote {len(topics)} topics to {path}", file=sys.stderr)
     return 0
