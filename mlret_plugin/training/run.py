@@ -8,11 +8,12 @@ from typing import Iterable
 
 log = logging.getLogger(__name__)
 
-LOSSES = ("mnrl", "cached-mnrl")
+LOSSES = ("mnrl", "cached-mnrl", "symmetric-mnrl")
 
 
 def make_loss(model, name: str = "mnrl", mini_batch_size: int = 32):
-    """In-batch negatives: MultipleNegativesRankingLoss or its cached (GradCache) variant."""
+    """In-batch negatives: MultipleNegativesRankingLoss, its cached (GradCache) variant, or the symmetric one
+    (query -> passages plus passage -> queries, CLIP's loss for image-text models)."""
     from sentence_transformers.sentence_transformer.losses import (
         CachedMultipleNegativesRankingLoss,
         MultipleNegativesRankingLoss,
@@ -20,6 +21,8 @@ def make_loss(model, name: str = "mnrl", mini_batch_size: int = 32):
 
     if name == "mnrl":
         return MultipleNegativesRankingLoss(model)
+    if name == "symmetric-mnrl":
+        return MultipleNegativesRankingLoss(model, directions=("query_to_doc", "doc_to_query"))
     if name == "cached-mnrl":
         return CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size)
     raise ValueError(f"loss={name!r}; expected one of {LOSSES}")
