@@ -10,6 +10,9 @@ The marker row (the last row, a copy of row 0 flagged ``_pair_marker``) tells th
 keys come in (query row, passage row) pairs. Any other access (``ds[i]``, ``ds[:10]``, ``select``, as the
 model card does) reads each row as its own monolingual pair, so the dataset stays an ordinary
 ``datasets.Dataset`` for the SentenceTransformerTrainer.
+
+Image-text rows (``image`` in place of ``passage``) build the same dataset with image paths as passages,
+opened per batch: ``mlret_plugin.multimodal.data``; ``read_jsonl`` / ``load_parallel`` hand them over.
 """
 from __future__ import annotations
 
