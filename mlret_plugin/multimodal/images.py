@@ -11,8 +11,6 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-ImageSource = "str | Path | Image.Image"
-
 
 def check_image_file(path: str | Path, where: str) -> None:
     """Fail naming ``where`` (e.g. ``rows.jsonl:12 (group g3, lang de)``) when ``path`` is not a readable image.
