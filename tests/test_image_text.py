@@ -300,3 +300,18 @@ def test_symmetric_loss_adds_the_image_to_caption_direction(dual):
     captions = dual.preprocess([f"{LANGS[g % 3]} {WORDS[g]}" for g in range(4)], task="query")
     with torch.no_grad():
         assert float(loss([captions, images], None)) != pytest.approx(float(make_loss(dual)([captions, images], None)))
+
+
+def test_generated_example_data_loads_as_parallel_image_rows(tmp_path):
+    from mlret_plugin.multimodal.synthetic import LANGS as SYNTHETIC_LANGS, caption, make_split
+
+    assert caption("de", 1, "white", "circle", "top") == "ein weißer Kreis oben"
+    assert caption("de", 1, "red", "square", "left") == "ein rotes Quadrat links"
+    assert caption("es", 2, "blue", "triangle", "right") == "dos triángulos azules a la derecha"
+    assert caption("zh", 2, "red", "circle", "left") == "左边有两个红色的圆形"
+    path = make_split(tmp_path / "split", 5, seed=0, prefix="t")
+    ds = load_parallel(path)  # relative image paths, one image per group, every file checked
+    plain = ds.with_format(None)
+    assert len(ds) == 5 * len(SYNTHETIC_LANGS) + 1  # + the pair marker row
+    assert set(plain["lang"][:-1]) == set(SYNTHETIC_LANGS)
+    assert ds[0]["positive"].size == (48, 48)
