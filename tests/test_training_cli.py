@@ -124,3 +124,17 @@ def test_train_with_attention_saves_the_pattern(lareqa_home, tiny_dir, tmp_path)
                  "--attention-option", "window=2", "--max-steps", "1", "--batch-size", "2", "--out", str(out)]) == 0
     config = mlret_plugin.load_model(out / "model")[0].attention_config
     assert (config.kind, config.window) == ("local", 2)
+
+
+def test_train_eval_uses_the_embedding_cache_unless_no_cache(lareqa_home, tiny_dir, tmp_path):
+    from mlret_plugin.encoding import default_cache_dir
+
+    def entries() -> int:
+        return sum(1 for _ in default_cache_dir().rglob("*.emb"))
+
+    args = ["train", "--train", "mlqa-r", "--eval", "xquad-r", "--eval-langs", "en", "--model", str(tiny_dir),
+            "--max-steps", "1", "--batch-size", "2"]
+    assert main(args + ["--no-cache", "--out", str(tmp_path / "a")]) == 0
+    assert entries() == 0
+    assert main(args + ["--out", str(tmp_path / "b")]) == 0
+    assert entries() > 0

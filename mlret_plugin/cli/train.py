@@ -70,6 +70,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--resume", action="store_true", help="continue from the latest OUT/checkpoints/checkpoint-*")
     tr.add_argument("--candidates", choices=("context", "sentence"), default="context",
                     help="evaluation candidates: (sentence, paragraph) [default, as LAReQA] or sentence alone")
+    tr.add_argument("--no-cache", action="store_true",
+                    help="evaluate without reading or writing the embedding cache (see `mlret cache info`)")
     tr.add_argument("--out", required=True, help="output folder")
     tr.set_defaults(func=run_train)
 
@@ -258,7 +260,8 @@ def run_train(args: argparse.Namespace) -> int:
     from mlret_plugin.evaluation.lareqa import run_lareqa
 
     retriever = DenseRetriever(model, candidates=args.candidates, name=f"hybrid-alpha{args.alpha:g}",
-                               query_prompt=args.query_prompt, passage_prompt=args.passage_prompt)
+                               query_prompt=args.query_prompt, passage_prompt=args.passage_prompt,
+                               cache=False if args.no_cache else None)
     query_groups = None
     if held_out and train_subset.collection == eval_subset.collection:
         from mlret_plugin.training.data import held_out_groups
