@@ -96,6 +96,16 @@ def heatmap(rows: list[dict], system: str, path: Path, measure: str = "AP") -> P
     langs, matrix = cross_matrix(rows, system, measure)
     if len(langs) < 2:
         return None
+    return matrix_png(matrix, langs, langs, path, title=f"{system}: {'mAP' if measure == 'AP' else measure}",
+                      xlabel="candidate language", ylabel="query language",
+                      figsize=(1 + 0.6 * len(langs), 0.8 + 0.55 * len(langs)), annotate=len(langs) <= 12,
+                      fontsize=6)
+
+
+def matrix_png(matrix: list[list[float]], row_labels: list[str], col_labels: list[str], path: Path, title: str,
+               xlabel: str, ylabel: str | None = None, figsize: tuple[float, float] = (6, 4), annotate: bool = True,
+               fontsize: int = 7) -> Path:
+    """A viridis heatmap of ``matrix`` (NaN = empty cell) with values written in, saved atomically as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -103,18 +113,19 @@ def heatmap(rows: list[dict], system: str, path: Path, measure: str = "AP") -> P
     import numpy as np
 
     data = np.array(matrix, dtype=float)
-    fig, ax = plt.subplots(figsize=(1 + 0.6 * len(langs), 0.8 + 0.55 * len(langs)))
-    image = ax.imshow(data, cmap="viridis", vmin=0, vmax=max(1e-9, np.nanmax(data)))
-    ax.set_xticks(range(len(langs)), langs)
-    ax.set_yticks(range(len(langs)), langs)
-    ax.set_xlabel("candidate language")
-    ax.set_ylabel("query language")
-    ax.set_title(f"{system}: {'mAP' if measure == 'AP' else measure}", fontsize=9)
-    if len(langs) <= 12:
-        for i in range(len(langs)):
-            for j in range(len(langs)):
+    fig, ax = plt.subplots(figsize=figsize)
+    image = ax.imshow(data, cmap="viridis", vmin=0, vmax=max(1e-9, np.nanmax(data)), aspect="auto")
+    ax.set_xticks(range(len(col_labels)), col_labels)
+    ax.set_yticks(range(len(row_labels)), row_labels)
+    ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    if annotate:
+        for i in range(data.shape[0]):
+            for j in range(data.shape[1]):
                 if data[i, j] == data[i, j]:
-                    ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                    ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=fontsize,
                             color="white" if data[i, j] < 0.6 * np.nanmax(data) else "black")
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()

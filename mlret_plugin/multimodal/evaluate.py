@@ -13,7 +13,6 @@ full-depth ranks, trec_eval tie order).
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -161,37 +160,18 @@ def summary_table(rows: list[dict]) -> str:
 
 def heatmap(rows: list[dict], path: Path, measure: str = "AP") -> Path | None:
     """PNG heatmap: systems (rows) x caption languages (columns) of caption -> image ``measure``."""
+    from mlret_plugin.evaluation.report import matrix_png
+
     detail = [r for r in rows if r["breakdown"] == "language" and r["measure"] == measure]
     if not detail:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     systems = list(dict.fromkeys(r["system"] for r in detail))
     langs = list(dict.fromkeys(r["qlang"] for r in detail))
     cells = {(r["system"], r["qlang"]): r["value"] for r in detail}
-    data = np.array([[cells.get((s, lang), np.nan) for lang in langs] for s in systems], dtype=float)
-    fig, ax = plt.subplots(figsize=(2.5 + 0.7 * len(langs), 1.0 + 0.45 * len(systems)))
-    im = ax.imshow(data, cmap="viridis", vmin=0, vmax=max(1e-9, np.nanmax(data)), aspect="auto")
-    ax.set_xticks(range(len(langs)), langs)
-    ax.set_yticks(range(len(systems)), systems)
-    ax.set_xlabel("caption language (caption -> image)")
-    ax.set_title(f"{'mAP' if measure == 'AP' else measure} by caption language", fontsize=9)
-    for i in range(len(systems)):
-        for j in range(len(langs)):
-            if data[i, j] == data[i, j]:
-                ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="white" if data[i, j] < 0.6 * np.nanmax(data) else "black")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    matrix = [[cells.get((s, lang), float("nan")) for lang in langs] for s in systems]
+    return matrix_png(matrix, systems, langs, Path(path), title=f"{'mAP' if measure == 'AP' else measure} by caption language",
+                      xlabel="caption language (caption -> image)",
+                      figsize=(2.5 + 0.7 * len(langs), 1.0 + 0.45 * len(systems)))
 
 
 def write_image_outputs(rows: list[dict], out_dir: str | Path, note: str | None = None) -> dict[str, Path]:
