@@ -37,92 +37,17 @@ import torch
 import torch.nn.functional as F
 
 from mlret_plugin.attention import SparsityConfig, layout_attention
+from mlret_plugin.attention.kernel_cases import FAST_CASES, SLOW_CASES, build_layout
 from mlret_plugin.attention.layout import BlockLayout
-from mlret_plugin.attention.patterns import layout_from_block_mask
 
 TOL = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 5e-2}  # floor of the allowed max abs error vs float64
 TIMING_SEQS = (4096, 16384, 32768)
 TIMING_DIMS = {64: 16, 128: 12}  # head_dim -> heads
 
 
-def case(id, B, H, L, D, block, layout, lengths=None, **extra) -> dict:
-    return {"id": id, "B": B, "H": H, "L": L, "D": D, "block": block, "layout": layout, "lengths": lengths, **extra}
-
-
-# The interpreter tests' matrix (tests/test_triton_kernel.py FAST_CASES + SLOW_CASES), shapes and layouts.
-CASES = [
-    case("L1-b16-full", 1, 1, 1, 16, 16, {"kind": "full"}),
-    case("L1-b64-local-padded-row", 2, 2, 1, 32, 64, {"kind": "local", "window": 0}, lengths=[1, 0]),
-    case("L63-b16-local-global-pad", 2, 2, 63, 32, 16, {"kind": "local", "window": 5, "global": 2}, lengths=[63, 40]),
-    case("L64-b32-bigbird-perhead", 1, 3, 64, 16, 32, {"kind": "bigbird", "band": 0, "random": 1, "per_head": True,
-                                                       "seed": 3}),
-    case("L64-b64-full-pad", 2, 1, 64, 64, 64, {"kind": "full"}, lengths=[64, 17]),
-    case("L64-b16-random-perhead-pad", 2, 3, 64, 32, 16, {"kind": "random", "p": 0.5, "per_head": True, "seed": 1},
-         lengths=[50, 64]),
-    case("L100-b32-bigbird-pad", 2, 2, 100, 64, 32, {"kind": "bigbird", "band": 0, "global": 1, "random": 1},
-         lengths=[100, 37]),
-    case("L100-b16-local", 1, 3, 100, 16, 16, {"kind": "local", "window": 7}),
-    case("L100-b64-local-global-pad", 2, 2, 100, 32, 64, {"kind": "local", "window": 40, "global": 1},
-         lengths=[100, 70]),
-    case("L63-b16-holes-padded-blocks", 2, 1, 63, 16, 16, {"kind": "random", "p": 0.5, "holes": [1], "seed": 2},
-         lengths=[63, 10]),
-    case("L63-b32-local-transposed-D24-scale", 1, 2, 63, 24, 32, {"kind": "local", "window": 9}, transposed=True,
-         scale=0.3),
-    case("L100-b32-local-global-pad", 2, 2, 100, 32, 32, {"kind": "local", "window": 10, "global": 1},
-         lengths=[100, 60]),
-    case("L257-b64-band", 1, 1, 257, 16, 64, {"kind": "band", "width": 1}),
-    case("L257-b128-local-global-pad", 2, 1, 257, 32, 128, {"kind": "local", "window": 60, "global": 1},
-         lengths=[257, 140]),
-    case("L100-config-local", 2, 2, 100, 32, 32,
-         {"kind": "config", "config": {"kind": "local", "block": 32, "window": 12, "num_global": 1}},
-         lengths=[100, 81]),
-    case("L100-config-block_sparse", 1, 2, 100, 16, 16,
-         {"kind": "config", "config": {"kind": "block_sparse", "block": 16, "band": 1, "num_global": 1,
-                                       "num_random": 1, "stride": 3, "per_head": True, "seed": 0}}),
-    case("L257-b16-local-global-pad", 2, 3, 257, 32, 16, {"kind": "local", "window": 20, "global": 1},
-         lengths=[257, 130]),
-    case("L257-b32-bigbird-perhead-pad", 2, 2, 257, 64, 32, {"kind": "bigbird", "band": 1, "global": 1, "random": 1,
-                                                             "per_head": True, "seed": 5}, lengths=[257, 200]),
-    case("L128-b64-D128-local", 1, 1, 128, 128, 64, {"kind": "local", "window": 30}),
-]
-
-
-def build_layout(spec: dict, seq_len: int, block: int, heads: int) -> BlockLayout:
-    """The interpreter tests' layouts: full, band, local (window + global), bigbird, random with empty rows."""
-    n = -(-seq_len // block)
-    idx = torch.arange(n)
-    dist = (idx[:, None] - idx[None, :]).abs()
-    kind = spec["kind"]
-    if kind == "config":
-        return SparsityConfig(**spec["config"]).layout(seq_len, heads)
-    layout_heads = heads if spec.get("per_head") else 1
-    gen = torch.Generator().manual_seed(spec.get("seed", 0))
-    if kind == "full":
-        bm = torch.ones(1, n, n, dtype=torch.bool)
-    elif kind == "band":
-        bm = (dist <= spec["width"])[None]
-    elif kind == "local":
-        window, g = spec["window"], spec.get("global", 0)
-        bm = dist <= (window + block - 1) // block
-        gb = -(-g // block)
-        bm[:gb, :] = True
-        bm[:, :gb] = True
-        return layout_from_block_mask(bm[None], block, seq_len, window=window, num_global=g)
-    elif kind == "bigbird":
-        bm = (dist <= spec.get("band", 1))[None].repeat(layout_heads, 1, 1)
-        gb = spec.get("global", 0)
-        bm[:, :gb, :] = True
-        bm[:, :, :gb] = True
-        for h in range(layout_heads):
-            for i in range(n):
-                bm[h, i, torch.randperm(n, generator=gen)[: spec.get("random", 0)]] = True
-    elif kind == "random":
-        bm = torch.rand(layout_heads, n, n, generator=gen) < spec.get("p", 0.4)
-        for i in spec.get("holes", []):
-            bm[:, i, :] = False
-    else:
-        raise ValueError(f"unknown layout kind {kind!r}")
-    return layout_from_block_mask(bm, block, seq_len)
+# The interpreter tests' matrix, every case in every dtype (the tests' one fp16 case is the same shape).
+CASES = list({c["id"].removesuffix("-fp16"): {k: v for k, v in c.items() if k != "dtype"} | {"id": c["id"].removesuffix("-fp16")}
+              for c in FAST_CASES + SLOW_CASES}.values())
 
 
 # ------------------------------------------------------------------------------------------ (a) correctness
