@@ -138,11 +138,6 @@ def close_systems(systems: list) -> None:
                   f"{system.encoded_texts} encoded", file=sys.stderr)
 
 
-def system_settings(systems: list) -> dict[str, dict]:
-    """{name: settings} of the dense systems (prompts, candidate mode) for results.jsonl and the report."""
-    return {s.name: s.describe() for s in systems if hasattr(s, "describe")}
-
-
 def check_data(subsets) -> None:
     """Parse the source files of ``subsets`` now, so a missing or corrupt file fails before models load."""
     for subset in subsets:
@@ -205,7 +200,8 @@ def evaluate_rows(dataset_ids: list[str], systems: list, run_files: list[Path], 
 def run_evaluate(args: argparse.Namespace) -> int:
     from mlret_plugin.datasets import parse_dataset_id
     from mlret_plugin.evaluation.measures import parse_measures
-    from mlret_plugin.evaluation.report import annotate_systems, evaluate_table, heatmap, write_evaluate_outputs
+    from mlret_plugin.evaluation.report import (annotate_systems, evaluate_table, heatmap, system_settings,
+                                                 write_evaluate_outputs)
     from mlret_plugin.evaluation.runs import read_run, safe_name
 
     try:

@@ -176,11 +176,10 @@ def run_lareqa(
         note = (f"Queries restricted to {len(query_groups)} held-out groups (question ids); candidates are the "
                 "whole collection.")
     if out_dir is not None:
-        from mlret_plugin.evaluation.report import write_lareqa_outputs
+        from mlret_plugin.evaluation.report import system_settings, write_lareqa_outputs
 
-        systems = {r.name: r.describe() for r in retrievers if hasattr(r, "describe")}  # dense: prompts, candidates
         write_lareqa_outputs(result, Path(out_dir), collection=collection, langs=chosen, timings=timings, note=note,
-                             systems=systems)
+                             systems=system_settings(retrievers))
         if per_query_sink is not None:
             write_per_query(per_query_sink, Path(out_dir) / "per_query.jsonl.gz")
     return result

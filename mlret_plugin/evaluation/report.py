@@ -140,6 +140,11 @@ def matrix_png(matrix: list[list[float]], row_labels: list[str], col_labels: lis
 SYSTEM_FIELDS = ("candidates", "query_prompt", "query_prompt_source", "passage_prompt", "passage_prompt_source")
 
 
+def system_settings(systems: list) -> dict[str, dict]:
+    """{name: settings} of the dense systems (``describe()``: prompts, candidate mode) among ``systems``."""
+    return {s.name: s.describe() for s in systems if hasattr(s, "describe")}
+
+
 def annotate_systems(rows: list[dict], systems: dict[str, dict] | None) -> list[dict]:
     """Add each system's settings (``DenseRetriever.describe()``: prompts, candidates) to its rows, in place."""
     for row in rows:
