@@ -33,6 +33,8 @@ def test_grid_writes_rows_degradation_report_plots(lareqa_home, tiny_model, tmp_
     assert {r["setting"] for r in summary} == {"mono", "cross", "multi"}
     assert {r["measure"] for r in summary if r["setting"] == "multi"} >= {"AP", "MaxRankDist"}
     for r in rows:  # degradation is variant minus dense at the same coordinates
+        if r["breakdown"] == "contrast":
+            continue
         if r["variant"] == "dense":
             assert "delta" not in r
         else:
@@ -56,8 +58,21 @@ def test_grid_writes_rows_degradation_report_plots(lareqa_home, tiny_model, tmp_
     assert {r["variant"] for r in tested} == {r["variant"] for r in summary} - {"dense"}
     assert len(tested) == 2 * 2 * 2 * 4  # 2 variants x 2 noise x 2 pools x (Mono, Cross, Multi AP; MaxRankDist)
     assert all(r["seeds"] == [] and r["n_seeds"] == 1 for r in summary)
-    smallest = min(r["p_value"] for r in tested)
-    assert min(r["p_holm"] for r in tested) == pytest.approx(min(1.0, smallest * len(tested)))
+    # block-sparse and local are also tested against each other directly, at every noise and pool
+    contrasts = [r for r in rows if r["breakdown"] == "contrast"]
+    assert len(contrasts) == 2 * 2 * 4 and all(r["p_value"] is not None for r in contrasts)
+    assert {(r["variant"], r["baseline"]) for r in contrasts} == {("block_sparse:block=16:band=0:global=1",
+                                                                   "local:window=4")}
+    means = {(r["variant"], r["noise"], r["pool_size"], r["setting"], r["measure"]): r["value"] for r in summary}
+    for r in contrasts:
+        coord = (r["noise"], r["pool_size"], r["setting"], r["measure"])
+        assert r["value"] == pytest.approx(means[(r["variant"], *coord)] - means[(r["baseline"], *coord)])
+        assert r["test_delta"] == pytest.approx(r["value"], abs=1e-9)
+    assert "vs local:window=4" in report
+    # Holm runs over every test of the report, the contrasts included
+    family = tested + contrasts
+    smallest = min(r["p_value"] for r in family)
+    assert min(r["p_holm"] for r in family) == pytest.approx(min(1.0, smallest * len(family)))
     # the density table: dense keeps every pair, the patterns less at these lengths
     section = report.split("## Attention density")[1].split("\n## ")[0]
     density = {line.split("|")[1].strip(): float(line.split("|")[6]) for line in section.splitlines()

@@ -19,7 +19,8 @@ Joining commands: the report covers every finished cell in ``OUT`` that shares t
 (model, collection, candidates, length, backend, data seed, fine-tune recipe), whatever its variant, noise
 level, distractor language, pool or training seed. So a grid too long for one command runs as several
 commands sharing one ``--out`` (one seed, one noise level, ... each), and each writes the joined report.
-Each variant is tested against dense at the same noise, distractors and pool (``experiments.significance``).
+Each variant is tested against dense at the same noise, distractors and pool (``experiments.significance``),
+and every two non-dense variants there against each other (block-sparse vs local: contrast rows).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from itertools import combinations
 from pathlib import Path
 
 from mlret_plugin.experiments.cache import CellCache, cell_key
@@ -276,6 +278,17 @@ def attention_points(grid: AttentionGrid, cells: list[dict]) -> list:
     return sorted(points.values(), key=lambda p: (order.get(p.coord[0], len(order)), p.coord[0], *p.coord[1:]))
 
 
+def variant_contrasts(points: list) -> list[tuple[tuple, tuple]]:
+    """Every pair of non-dense variants at the same noise, distractors and pool, to be tested directly
+    (e.g. block-sparse vs local); the label that sorts first is the system, so the direction does not depend
+    on which command ran first."""
+    at: dict[tuple, list] = {}
+    for p in points:
+        if p.coord[0] != "dense":
+            at.setdefault(p.coord[1:], []).append(p.coord)
+    return [(a, b) for coords in at.values() for a, b in combinations(sorted(coords), 2)]
+
+
 def density_table(points: list) -> str:
     """Each pattern's mean density over the candidates it encoded (largest pool of each noise level)."""
     from mlret_plugin.experiments.density import median_length, pattern_density
@@ -314,7 +327,7 @@ def _write_attention(grid: AttentionGrid, cache: CellCache, cells: list, interru
     if not joined:
         return []
     points = attention_points(grid, joined)
-    rows = add_degradation(summarize(points, grid.out))
+    rows = add_degradation(summarize(points, grid.out, contrasts=variant_contrasts(points)))
     header = _header(grid, joined) + "\n\n" + density_table(points)
     if interrupted:
         finished = sum(grid.params(*c) in cache for c in cells)

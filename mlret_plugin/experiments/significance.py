@@ -10,6 +10,9 @@ alpha, evaluation) with one finished cell per training seed. ``summarize`` turns
   adjustment across every test of the report (one table; enough resamples that the smallest attainable p
   stays far below Holm's first threshold, ``resamples_for``): ``p_value``, ``p_holm``, ``ci_low``,
   ``ci_high``, ``n_queries``, ``n_units``, ``baseline``. Rows without a test carry None there.
+- ``contrasts`` name extra pairs of points to test against each other directly (attention: block-sparse vs
+  local at the same coordinates); each gives *contrast rows* (``breakdown`` "contrast", ``value`` = the
+  difference of the two means, ``baseline`` = the other point) in the same Holm family.
 
 Per-query values live next to the cell cache: ``OUT/per_query/{cell key}.jsonl.gz`` (AP and MaxRankDist
 only), written atomically before the cell enters ``cells.jsonl``.
@@ -95,24 +98,48 @@ def resamples_for(n_tests: int, minimum: int = N_RESAMPLES) -> int:
     return max(minimum, int(np.ceil(40 * n_tests / ALPHA)))
 
 
+def _contrast_rows(rows: list[dict], other_rows: list[dict], other_label: str) -> list[dict]:
+    """One row per tested summary row of a point that the other point also has: the difference of means."""
+    other = {(r.get("eval"), r["setting"], r["measure"]): r for r in other_rows if r["breakdown"] == "summary"}
+    out = []
+    for r in rows:
+        o = other.get((r.get("eval"), r["setting"], r["measure"]))
+        if r["breakdown"] == "summary" and (r["setting"], r["measure"]) in TESTED and o is not None:
+            out.append({**r, "breakdown": "contrast", "value": r["value"] - o["value"], "std": None,
+                        "contrast": other_label})
+    return out
+
+
 def summarize(points: list[Point], out: Path, evals: Iterable[str | None] = (None,),
-              n_resamples: int = N_RESAMPLES) -> list[dict]:
-    """Seed-averaged rows of every point, with the paired tests against each point's baseline."""
+              n_resamples: int = N_RESAMPLES, contrasts: Iterable[tuple[tuple, tuple]] = ()) -> list[dict]:
+    """Seed-averaged rows of every point, with the paired tests against each point's baseline, then the
+    contrast rows of ``contrasts`` ((point coord, other coord) pairs whose points both exist)."""
     by_coord = {p.coord: p for p in points}
     rows_of = {p.coord: _mean_rows(p) for p in points}
     per_query = _PerQuery(out)
-    planned: list[tuple[dict, Point, Point, list, list, str | None, str, str]] = []
+    # (point, its reference, the rows that receive the tests)
+    pairs: list[tuple[Point, Point | None, list[dict]]] = []
     for point in points:
         base = by_coord.get(point.baseline) if point.baseline is not None else None
-        if point.baseline is None or base is point:
-            continue
+        if point.baseline is not None and base is not point:
+            pairs.append((point, base, rows_of[point.coord]))
+    contrast_rows: list[dict] = []
+    for coord, other in contrasts:
+        point, base = by_coord.get(coord), by_coord.get(other)
+        if point is not None and base is not None:
+            rows = _contrast_rows(rows_of[coord], rows_of[other], base.label)
+            contrast_rows += rows
+            pairs.append((point, base, rows))
+    planned: list[tuple[dict, Point, Point, list, list, str | None, str, str]] = []
+    for point, base, rows in pairs:
         seeds, base_seeds = _paired_seeds(point, base) if base is not None else ([], [])
         if not seeds:
             log.warning("%s %s: no test, its baseline %s has no finished cell%s yet; run the part that computes "
-                        "it (same --out)", point.label, point.coord, point.baseline,
+                        "it (same --out)", point.label, point.coord, base.label if base else point.baseline,
                         "" if base is None else f" for seeds {sorted(s for s in point.cells if s is not None)}")
             continue
-        summary = {(r.get("eval"), r["setting"], r["measure"]): r for r in rows_of[point.coord] if r["breakdown"] == "summary"}
+        summary = {(r.get("eval"), r["setting"], r["measure"]): r for r in rows
+                   if r["breakdown"] in ("summary", "contrast")}
         for eval_name in evals:
             for setting, measure in TESTED:
                 row = summary.get((eval_name, setting, measure))
@@ -136,7 +163,7 @@ def summarize(points: list[Point], out: Path, evals: Iterable[str | None] = (Non
         tests.append((row, comparison))
     for (row, _), adjusted in zip(tests, holm([c.p_value for _, c in tests])):
         row["p_holm"] = adjusted
-    return [r for p in points for r in rows_of[p.coord]]
+    return [r for p in points for r in rows_of[p.coord]] + contrast_rows
 
 
 def mark(row: dict | None) -> str:
