@@ -40,3 +40,11 @@ def real_lareqa_home(shared_lareqa, tmp_path_factory) -> Path:
         os.environ.pop("IR_DATASETS_HOME", None)
     else:
         os.environ["IR_DATASETS_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def jvm():
+    """The JVM with Anserini on its class path, started once per test session (it cannot restart)."""
+    from mlret_plugin.evaluation import java
+
+    java.start_jvm()

@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import unicodedata
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
+from ir_datasets.formats import GenericDoc as Doc
 
 from mlret_plugin.evaluation import analyzers, bm25, java
 from mlret_plugin.evaluation.analyzers import UnsupportedLanguageError, analysis_for, analyze
-
-
-class Doc(NamedTuple):
-    doc_id: str
-    text: str
-
-
-@pytest.fixture(scope="module")
-def jvm():
-    java.start_jvm()
 
 
 def build(tmp_path: Path, lang: str, docs: list[Doc]) -> bm25.LuceneBM25Searcher:

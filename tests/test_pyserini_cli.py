@@ -11,25 +11,15 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
+from ir_datasets.formats import GenericDoc as Doc
 
 from mlret_plugin.cli import pyserini as pyserini_cli
 from mlret_plugin.cli.main import main
 from mlret_plugin.evaluation import analyzers, bm25, java
 from mlret_plugin.evaluation.analyzers import analysis_for
 from mlret_plugin.evaluation.runs import read_run
-
-
-class Doc(NamedTuple):
-    doc_id: str
-    text: str
-
-
-@pytest.fixture(scope="module")
-def jvm():
-    java.start_jvm()
 
 
 def mlret_subprocess(*args: str, module: str = "mlret_plugin", timeout: int = 300) -> subprocess.CompletedProcess:
