@@ -150,3 +150,41 @@ def test_per_query_sink_matches_the_rows_and_round_trips(lareqa_home, tiny, tmp_
     with pytest.raises(ValueError, match="not a per-query values file"):
         read_per_query(tmp_path / "bad.jsonl.gz")
     assert {r["measure"] for r in sink} == {"AP", "R@1", "R@10", "MaxRankDist"}
+
+
+def test_systems_are_tested_against_the_first_one(lareqa_home, tiny, tmp_path):
+    """With out_dir and two systems, the second one's Mono / Cross / Multi AP and MaxRankDist carry a paired
+    test against the first: Δ is exactly the difference of the reported summaries, the CI contains it, and a
+    system tested against an identical copy of itself gets p = 1."""
+    from mlret_plugin.evaluation.lareqa import read_per_query
+    from mlret_plugin.evaluation.paired import test_systems
+
+    dense = DenseRetriever(tiny, show_progress_bar=False, name="tiny")
+    no_hit = next(iter(pool("xquad-r", ["de"]).load().queries_iter())).query_id
+    out = tmp_path / "o"
+    rows = run_lareqa("xquad-r", [FixedRun(no_hit), dense], langs=["en", "de", "es"], progress=False, out_dir=out)
+    summary = {(r["system"], r["setting"], r["measure"]): r for r in rows if r["breakdown"] == "summary"}
+    tested = [r for r in rows if r.get("p_value") is not None]
+    assert {(r["system"], r["setting"], r["measure"]) for r in tested} == {
+        ("tiny", "mono", "AP"), ("tiny", "cross", "AP"), ("tiny", "multi", "AP"), ("tiny", "multi", "MaxRankDist")}
+    for r in tested:
+        assert r["baseline"] == "fixed" and r["breakdown"] == "summary"
+        assert r["test_delta"] == pytest.approx(r["value"] - summary[("fixed", r["setting"], r["measure"])]["value"])
+        assert r["ci_low"] <= r["test_delta"] + 1e-12 and r["test_delta"] <= r["ci_high"] + 1e-12
+        assert r["p_value"] <= r["p_holm"] <= 1
+        assert r["n_units"] < r["n_queries"]  # a question's translations form one unit
+    assert all(r.get("p_value") is None for r in rows if r["system"] == "fixed")
+    saved = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sum(r.get("p_value") is not None for r in saved) == len(tested)
+    report = (out / "report.md").read_text()
+    assert "## Paired tests: each system vs fixed" in report and "tiny vs fixed" in report
+    # the same system against itself: no difference at all, p = 1
+    records = read_per_query(out / "per_query.jsonl.gz")
+    twin = [{**r, "system": "twin"} for r in records if r["system"] == "tiny"]
+    rows2 = [dict(r) for r in rows if r["system"] == "tiny"] + [{**r, "system": "twin"} for r in rows if r["system"] == "tiny"]
+    for r in rows2:
+        r.pop("p_value", None)
+    same = test_systems(rows2, records + twin, baseline="tiny")
+    assert len(same) == 4 and all(r["p_value"] == 1.0 and r["test_delta"] == 0 for r in same)
+    with pytest.raises(ValueError, match="baseline system 'bm25'"):
+        test_systems(rows2, records, baseline="bm25")

@@ -95,7 +95,7 @@ def test_seeds_are_averaged_per_query_and_must_match():
 
 def test_resamples_keep_the_smallest_p_far_below_holms_first_threshold():
     from mlret_plugin.evaluation.stats import ALPHA, N_RESAMPLES
-    from mlret_plugin.experiments.significance import resamples_for
+    from mlret_plugin.evaluation.paired import resamples_for
 
     assert resamples_for(1) == N_RESAMPLES
     for m in (4, 40, 200):

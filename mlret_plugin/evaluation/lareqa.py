@@ -125,7 +125,10 @@ def run_lareqa(
     are judged (and written to runs); a subset left with none of them is skipped with a warning.
     ``per_query_sink``: a list that receives one record per (retriever, subset, measure):
     ``{"system", "setting", "dataset", "measure", "values": {query_id: value}}``; with ``out_dir`` they are
-    also written to ``out_dir/per_query.jsonl.gz``."""
+    also written to ``out_dir/per_query.jsonl.gz``. With ``out_dir`` and two or more retrievers, every
+    retriever's Mono / Cross / Multi AP and MaxRankDist are tested against the first retriever's
+    (``evaluation.paired.test_systems``: fields ``p_value``, ``p_holm``, ``ci_low``, ``ci_high``, ... on its
+    summary rows) and the report lists the tests."""
     subsets = lareqa_subsets(collection, langs)
     chosen = tuple(subset.qlangs[0] for subset in subsets["mono"])
     unknown = [s for s in settings if s not in SETTINGS]
@@ -140,6 +143,9 @@ def run_lareqa(
     rows: list[dict] = []
     timings: dict[str, float] = {}
     work = [(s, subset) for s in SETTINGS if s in settings for subset in subsets[s]]
+    paired = out_dir is not None and len(retrievers) > 1
+    if paired and per_query_sink is None:
+        per_query_sink = []
     if query_groups is not None:
         query_groups = frozenset(query_groups)
         if not query_groups:
@@ -175,6 +181,10 @@ def run_lareqa(
             row["query_groups"] = len(query_groups)
         note = (f"Queries restricted to {len(query_groups)} held-out groups (question ids); candidates are the "
                 "whole collection.")
+    if paired:
+        from mlret_plugin.evaluation.paired import test_systems
+
+        test_systems(result, per_query_sink, baseline=names[0])
     if out_dir is not None:
         from mlret_plugin.evaluation.report import system_settings, write_lareqa_outputs
 

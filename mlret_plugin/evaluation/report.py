@@ -187,6 +187,14 @@ def lareqa_markdown(rows: list[dict], collection: str, langs: Iterable[str], tim
     systems = systems_table(rows)
     if systems:
         parts += ["Dense models' inputs:", "", systems, ""]
+    tested = [r for r in rows if r.get("p_value") is not None]
+    if tested:
+        from mlret_plugin.evaluation.paired import method_note, tests_table
+
+        parts += [f"## Paired tests: each system vs {tested[0]['baseline']}", "",
+                  "Δ = system - baseline on the same queries (AP: positive favours the system; MaxRankDist: negative "
+                  "does). " + method_note(len(tested), seeds=False), "",
+                  tests_table(rows, lambda r: r["system"]), ""]
     for system in _systems(rows):
         parts += [f"## {system}", "", "### Per language", "", _language_table(rows, system), ""]
         if any(r["breakdown"] == "pair" and r["system"] == system for r in rows):

@@ -27,13 +27,12 @@ from typing import Iterable
 import numpy as np
 
 from mlret_plugin.evaluation.lareqa import read_per_query, write_per_query
-from mlret_plugin.evaluation.stats import ALPHA, N_RESAMPLES, compare, holm, mean_over_seeds, weighted_values
+from mlret_plugin.evaluation.paired import TEST_FIELDS, TESTED, mark, method_note, resamples_for, tests_table
+from mlret_plugin.evaluation.stats import N_RESAMPLES, compare, holm, mean_over_seeds, weighted_values
 
 log = logging.getLogger(__name__)
 
 STAT_MEASURES = ("AP", "MaxRankDist")
-TESTED = (("mono", "AP"), ("cross", "AP"), ("multi", "AP"), ("multi", "MaxRankDist"))
-TEST_FIELDS = ("p_value", "p_holm", "ci_low", "ci_high", "n_queries", "n_units", "baseline")
 _ROW_KEY = ("eval", "dataset", "system", "measure", "setting", "breakdown", "qlang", "dlang")
 
 
@@ -90,12 +89,6 @@ def _paired_seeds(point: Point, base: Point) -> tuple[list, list]:
         return list(point.cells), list(base.cells)
     shared = [s for s in point.cells if s in base.cells]
     return shared, shared
-
-
-def resamples_for(n_tests: int, minimum: int = N_RESAMPLES) -> int:
-    """Enough resamples that the smallest attainable p-value (about 2 / resamples, two-sided) stays far below
-    what Holm needs for the first of ``n_tests`` tests (ALPHA / n_tests): at least 40 x n_tests / ALPHA."""
-    return max(minimum, int(np.ceil(40 * n_tests / ALPHA)))
 
 
 def _contrast_rows(rows: list[dict], other_rows: list[dict], other_label: str) -> list[dict]:
@@ -164,43 +157,6 @@ def summarize(points: list[Point], out: Path, evals: Iterable[str | None] = (Non
     for (row, _), adjusted in zip(tests, holm([c.p_value for _, c in tests])):
         row["p_holm"] = adjusted
     return [r for p in points for r in rows_of[p.coord]] + contrast_rows
-
-
-def mark(row: dict | None) -> str:
-    """``*`` when the Holm-adjusted p-value is below ALPHA."""
-    return "*" if row and row.get("p_holm") is not None and row["p_holm"] < ALPHA else ""
-
-
-def tests_table(rows: list[dict], name_of) -> str:
-    """Every test of the report: Δ with its 95% CI, p, Holm p, queries / units, seeds."""
-    tested = [r for r in rows if r.get("p_value") is not None]
-    first = {name: i for i, name in reversed(list(enumerate(name_of(r) for r in tested)))}
-    tested.sort(key=lambda r: (first[name_of(r)], str(r.get("eval")), TESTED.index((r["setting"], r["measure"]))))
-    if not tested:
-        return "No paired tests (no point has its baseline among the finished cells)."
-    lines = ["| comparison | eval | setting | measure | Δ | 95% CI | p | p (Holm) | queries / questions | seeds |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in tested:
-        digits = 1 if r["measure"] == "MaxRankDist" else 4
-        seeds = r.get("test_seeds", r.get("seeds")) or ["-"]
-        lines.append(
-            f"| {name_of(r)} vs {r['baseline']} | {r.get('eval') or '-'} | {r['setting']} | {r['measure']} | "
-            f"{r['test_delta']:+.{digits}f}{mark(r)} | [{r['ci_low']:+.{digits}f}, {r['ci_high']:+.{digits}f}] | "
-            f"{_p(r['p_value'])} | {_p(r['p_holm'])} | {r['n_queries']} / {r['n_units']} | {','.join(map(str, seeds))} |")
-    return "\n".join(lines)
-
-
-def _p(p: float) -> str:
-    return f"{p:.2g}" if p >= 0.001 else f"{p:.1e}"
-
-
-def method_note(n_tests: int) -> str:
-    return (f"Tests: paired randomisation (sign-flip) test over source questions ({resamples_for(n_tests)} resamples, "
-            "scipy.stats.permutation_test, two-sided; each question's translations and target languages form one "
-            "unit, weighted as in the reported mean), 95% percentile bootstrap CI of the mean difference "
-            f"(scipy.stats.bootstrap, paired), Holm correction across the {n_tests} tests of this report; "
-            f"`*` = Holm-adjusted p < {ALPHA:g}. With several seeds, each query's value is averaged over the seeds "
-            "before the test; the ± is the std across seeds.")
 
 
 __all__ = ["Point", "STAT_MEASURES", "TESTED", "TEST_FIELDS", "mark", "method_note", "per_query_path", "resamples_for",
