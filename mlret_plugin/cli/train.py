@@ -202,6 +202,11 @@ def holdout_articles(dataset_id: str, k: int, seed: int) -> list[int]:
     return sorted(random.Random(seed).sample(articles, k))
 
 
+def process_rank() -> int:
+    """This process's global rank under torchrun / accelerate launch (their RANK variable), else 0."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
 def run_train(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
@@ -217,7 +222,10 @@ def run_train(args: argparse.Namespace) -> int:
     held_out = None
     if args.holdout_articles:
         held_out = holdout_articles(args.train, args.holdout_articles, args.seed)
-        (out / "holdout.json").write_text(json.dumps({"dataset": args.train, "articles": held_out}) + "\n")
+        if not process_rank():  # every rank draws the same articles (seeded); one writes them
+            from mlret_plugin.evaluation.report import atomic_write_text
+
+            atomic_write_text(out / "holdout.json", json.dumps({"dataset": args.train, "articles": held_out}) + "\n")
     try:
         data = load_parallel(args.train, passage_field=args.passage, languages=_csv(args.languages),
                              exclude_articles=set(held_out) if held_out else None)
@@ -252,6 +260,10 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"mlret train: {e}", file=sys.stderr)
         return 2
     print(f"model saved to {saved}", file=sys.stderr)
+    rank = process_rank()
+    if rank and not args.no_eval:  # under torchrun / accelerate every rank gets here; one evaluation is enough
+        print(f"mlret train: rank {rank} is done; the evaluation runs on rank 0 only", file=sys.stderr)
+        return 0
     if images and not args.no_eval:
         return _evaluate_images(model, args, eval_langs, out)
     if eval_subset is None:
