@@ -128,12 +128,22 @@ def matrix_png(matrix: list[list[float]], row_labels: list[str], col_labels: lis
                     ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=fontsize,
                             color="white" if data[i, j] < 0.6 * np.nanmax(data) else "black")
     fig.colorbar(image, ax=ax, fraction=0.046)
+    return save_figure(fig, path, dpi=120)
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG atomically (a hidden temporary file, then rename) and close it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        fig.savefig(tmp, dpi=dpi)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -330,9 +330,7 @@ def _write_attention(grid: AttentionGrid, cache: CellCache, cells: list, interru
     rows = add_degradation(summarize(points, grid.out, contrasts=variant_contrasts(points)))
     header = _header(grid, joined) + "\n\n" + density_table(points)
     if interrupted:
-        finished = sum(grid.params(*c) in cache for c in cells)
-        header += (f"\n\n**Interrupted: {finished} of {len(cells)} cells finished.** Rerun the same command to "
-                   "resume.")
+        header += "\n\n" + cache.interrupted_note([grid.params(*c) for c in cells])
     write_attention_outputs(rows, grid.out, header)
     return rows
 

@@ -58,6 +58,12 @@ class CellCache:
     def __contains__(self, params: dict) -> bool:
         return cell_key(params) in self._cells
 
+    def interrupted_note(self, cells: list[dict]) -> str:
+        """The report's line for a grid stopped before ``cells`` (its cell parameters) were all finished."""
+        finished = sum(params in self for params in cells)
+        return (f"**Interrupted: {finished} of {len(cells)} cells finished.** Rerun the same command to "
+                "resume.")
+
     def cells(self) -> list[dict]:
         """Every finished cell, in the order they were written."""
         return list(self._cells.values())

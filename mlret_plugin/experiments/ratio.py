@@ -345,9 +345,7 @@ def _write_ratio(grid: RatioGrid, cache: CellCache, cells: list, interrupted: bo
                                         evals=[name for name, *_ in grid.evaluations()]), grid.baseline)
     header = _header(grid, joined)
     if interrupted:
-        finished = sum(grid.params(*c) in cache for c in cells)
-        header += (f"\n\n**Interrupted: {finished} of {len(cells)} cells finished.** Rerun the same command to "
-                   "resume.")
+        header += "\n\n" + cache.interrupted_note([grid.params(*c) for c in cells])
     write_ratio_outputs(rows, grid.out, header)
     return rows
 

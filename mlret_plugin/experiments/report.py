@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from mlret_plugin.evaluation.report import atomic_write_text, write_results_jsonl
-from mlret_plugin.experiments.significance import mark, method_note, tests_table
+from mlret_plugin.evaluation.report import atomic_write_text, save_figure, write_results_jsonl
+from mlret_plugin.evaluation.paired import mark, method_note, tests_table
 
 SETTINGS = ("mono", "cross", "multi")
 _MATCH = ("noise", "mixed_noise", "pool_size", "dataset", "setting", "measure", "breakdown", "qlang", "dlang")
@@ -160,13 +160,7 @@ def plot_vs(rows: list[dict], x: str, fixed: str, path: Path, measure: str = "AP
         ax.set_xlabel("noise level (distractor / original tokens)" if x == "noise" else "pool size (languages)")
     axes[0].set_ylabel(f"Δ{measure} vs dense")
     axes[-1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 def write_attention_outputs(rows: list[dict], out_dir: Path, header: str) -> dict[str, Path]:
@@ -248,13 +242,7 @@ def plot_ratio(rows: list[dict], path: Path, measure: str = "AP", eval_name: str
         ax.set_xlabel("alpha (share of monolingual X-X batches)")
     axes[0].set_ylabel(f"m{measure} (mean ± std over seeds)")
     axes[-1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)
 
 
 def _ratio_name(r: dict) -> str:
