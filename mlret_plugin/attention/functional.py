@@ -14,14 +14,12 @@ BACKENDS = ("auto", "torch", "triton")
 TRITON_MODULE = "mlret_plugin.attention.triton_kernel"
 
 
-def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None) -> None:
-    """Clear errors for bad shapes / dtypes / devices, before any compute."""
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """What every backend needs of q, k, v: 4-D, one shape, dtype and device, at least one position."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor) or t.dim() != 4:
             got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
             raise ValueError(f"{name} must be a 4-D tensor [batch, heads, seq, head_dim]; got {got}")
-        if not t.is_floating_point():
-            raise ValueError(f"{name} must be floating point; got {t.dtype}")
     if k.shape != q.shape or v.shape != q.shape:
         raise ValueError(f"q, k, v must have the same shape [batch, heads, seq, head_dim]; got "
                          f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
@@ -31,6 +29,13 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_
         raise ValueError(f"q, k, v must be on the same device; got q {q.device}, k {k.device}, v {v.device}")
     if q.shape[2] < 1:
         raise ValueError("sequence length must be >= 1")
+
+
+def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None) -> None:
+    """Clear errors for bad shapes / dtypes / devices, before any compute."""
+    check_qkv(q, k, v)
+    if not q.is_floating_point():
+        raise ValueError(f"q, k, v must be floating point; got {q.dtype}")
     if key_padding_mask is not None:
         B, _, L, _ = q.shape
         if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:

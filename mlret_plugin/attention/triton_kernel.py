@@ -432,17 +432,9 @@ def _check_runtime(device: torch.device) -> None:
 
 def _check_inputs(q, k, v, layout: BlockLayout, key_padding_mask, scale) -> None:
     """Clear errors for everything the kernels cannot take, before any launch."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 4:
-            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-            raise ValueError(f"{name} must be a 4-D tensor [batch, heads, seq, head_dim]; got {got}")
-    if k.shape != q.shape or v.shape != q.shape:
-        raise ValueError(f"q, k, v must have the same shape [batch, heads, seq, head_dim]; got "
-                         f"q {tuple(q.shape)}, k {tuple(k.shape)}, v {tuple(v.shape)}")
-    if k.dtype != q.dtype or v.dtype != q.dtype:
-        raise ValueError(f"q, k, v must have the same dtype; got q {q.dtype}, k {k.dtype}, v {v.dtype}")
-    if k.device != q.device or v.device != q.device:
-        raise ValueError(f"q, k, v must be on the same device; got q {q.device}, k {k.device}, v {v.device}")
+    from mlret_plugin.attention.functional import check_qkv
+
+    check_qkv(q, k, v)
     interpreted = _is_interpreted(_fwd_kernel)
     allowed = INTERPRETER_DTYPES if interpreted else GPU_DTYPES
     if q.dtype not in allowed:
@@ -457,8 +449,6 @@ def _check_inputs(q, k, v, layout: BlockLayout, key_padding_mask, scale) -> None
     if not MIN_HEAD_DIM <= D <= MAX_HEAD_DIM:
         raise ValueError(f"the Triton kernel supports head_dim {MIN_HEAD_DIM}..{MAX_HEAD_DIM}; got {D}. "
                          "Use backend='torch'.")
-    if L < 1:
-        raise ValueError("sequence length must be >= 1")
     if not isinstance(layout, BlockLayout):
         raise TypeError(f"layout must be a BlockLayout; got {type(layout).__name__}")
     if layout.seq_len != L:
