@@ -11,7 +11,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from mlret_plugin.evaluation.stats import ALPHA, N_RESAMPLES, compare, holm, weighted_values
+from mlret_plugin.evaluation.stats import ALPHA, N_RESAMPLES, Comparison, compare, holm, weighted_values
 
 TESTED = (("mono", "AP"), ("cross", "AP"), ("multi", "AP"), ("multi", "MaxRankDist"))
 TEST_FIELDS = ("p_value", "p_holm", "ci_low", "ci_high", "n_queries", "n_units", "baseline")
@@ -21,6 +21,21 @@ def resamples_for(n_tests: int, minimum: int = N_RESAMPLES) -> int:
     """Enough resamples that the smallest attainable p-value (about 2 / resamples, two-sided) stays far below
     what Holm needs for the first of ``n_tests`` tests (ALPHA / n_tests): at least 40 x n_tests / ALPHA."""
     return max(minimum, int(np.ceil(40 * n_tests / ALPHA)))
+
+
+def record_test(row: dict, comparison: Comparison, baseline: str, n_resamples: int) -> dict:
+    """Put a paired comparison's result on the summary row it tests (``TEST_FIELDS`` but ``p_holm``,
+    ``test_delta``, ``n_resamples``)."""
+    row.update({"p_value": comparison.p_value, "ci_low": comparison.ci_low, "ci_high": comparison.ci_high,
+                "n_queries": comparison.n_queries, "n_units": comparison.n_units, "baseline": baseline,
+                "test_delta": comparison.delta, "n_resamples": n_resamples})
+    return row
+
+
+def adjust_holm(tested: list[dict]) -> None:
+    """Holm's correction across the tested rows of one report: sets each row's ``p_holm``."""
+    for row, adjusted in zip(tested, holm([r["p_value"] for r in tested])):
+        row["p_holm"] = adjusted
 
 
 def test_systems(rows: list[dict], records: Iterable[dict], baseline: str,
@@ -39,18 +54,14 @@ def test_systems(rows: list[dict], records: Iterable[dict], baseline: str,
                for setting, measure in TESTED if (s, setting, measure) in summary
                and (baseline, setting, measure) in summary]
     resamples = resamples_for(len(planned), n_resamples)
+    reference = {test: weighted_values(by_system.get(baseline, []), *test) for test in TESTED}
     tested = []
     for row, setting, measure in planned:
         system_values = weighted_values(by_system.get(row["system"], []), setting, measure)
-        baseline_values = weighted_values(by_system.get(baseline, []), setting, measure)
-        if not system_values or not baseline_values:
-            continue
-        c = compare(system_values, baseline_values, n_resamples=resamples)
-        row.update({"p_value": c.p_value, "ci_low": c.ci_low, "ci_high": c.ci_high, "n_queries": c.n_queries,
-                    "n_units": c.n_units, "baseline": baseline, "test_delta": c.delta, "n_resamples": resamples})
-        tested.append(row)
-    for row, adjusted in zip(tested, holm([r["p_value"] for r in tested])):
-        row["p_holm"] = adjusted
+        if system_values and reference[(setting, measure)]:
+            comparison = compare(system_values, reference[(setting, measure)], n_resamples=resamples)
+            tested.append(record_test(row, comparison, baseline, resamples))
+    adjust_holm(tested)
     return tested
 
 
@@ -98,4 +109,5 @@ def method_note(n_tests: int, seeds: bool = True) -> str:
                "std across seeds." if seeds else ""))
 
 
-__all__ = ["TESTED", "TEST_FIELDS", "mark", "method_note", "resamples_for", "test_systems", "tests_table"]
+__all__ = ["TESTED", "TEST_FIELDS", "adjust_holm", "mark", "method_note", "record_test", "resamples_for",
+           "test_systems", "tests_table"]

@@ -27,8 +27,9 @@ from typing import Iterable
 import numpy as np
 
 from mlret_plugin.evaluation.lareqa import read_per_query, write_per_query
-from mlret_plugin.evaluation.paired import TEST_FIELDS, TESTED, mark, method_note, resamples_for, tests_table
-from mlret_plugin.evaluation.stats import N_RESAMPLES, compare, holm, mean_over_seeds, weighted_values
+from mlret_plugin.evaluation.paired import (TEST_FIELDS, TESTED, adjust_holm, mark, method_note, record_test,
+                                            resamples_for, tests_table)
+from mlret_plugin.evaluation.stats import N_RESAMPLES, compare, mean_over_seeds, weighted_values
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def summarize(points: list[Point], out: Path, evals: Iterable[str | None] = (Non
                 if row is not None:
                     planned.append((row, point, base, seeds, base_seeds, eval_name, setting, measure))
     resamples = resamples_for(len(planned), n_resamples)
-    tests: list[tuple[dict, object]] = []
+    tested: list[dict] = []
     for row, point, base, seeds, base_seeds, eval_name, setting, measure in planned:
         system = mean_over_seeds([weighted_values(per_query.records(point.cells[s], eval_name), setting, measure)
                                   for s in seeds])
@@ -147,15 +148,11 @@ def summarize(points: list[Point], out: Path, evals: Iterable[str | None] = (Non
                                      for s in base_seeds])
         if not system:
             continue
-        comparison = compare(system, reference, n_resamples=resamples)
-        row.update({"p_value": comparison.p_value, "ci_low": comparison.ci_low, "ci_high": comparison.ci_high,
-                    "n_queries": comparison.n_queries, "n_units": comparison.n_units, "baseline": base.label,
-                    "test_delta": comparison.delta, "n_resamples": resamples})
+        record_test(row, compare(system, reference, n_resamples=resamples), base.label, resamples)
         if len(seeds) != len(point.cells) or len(base_seeds) != len(base.cells):
             row["test_seeds"] = [s for s in seeds if s is not None]
-        tests.append((row, comparison))
-    for (row, _), adjusted in zip(tests, holm([c.p_value for _, c in tests])):
-        row["p_holm"] = adjusted
+        tested.append(row)
+    adjust_holm(tested)
     return [r for p in points for r in rows_of[p.coord]] + contrast_rows
 
 
