@@ -36,15 +36,21 @@ def check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_
     check_qkv(q, k, v)
     if not q.is_floating_point():
         raise ValueError(f"q, k, v must be floating point; got {q.dtype}")
-    if key_padding_mask is not None:
-        B, _, L, _ = q.shape
-        if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
-            raise ValueError("key_padding_mask must be a bool tensor [batch, seq] (True = real token)")
-        if tuple(key_padding_mask.shape) != (B, L):
-            raise ValueError(f"key_padding_mask must have shape [batch, seq] = {(B, L)}; got "
-                             f"{tuple(key_padding_mask.shape)}")
-        if key_padding_mask.device != q.device:
-            raise ValueError(f"key_padding_mask is on {key_padding_mask.device}, q on {q.device}")
+    check_key_padding_mask(key_padding_mask, q)
+
+
+def check_key_padding_mask(key_padding_mask: torch.Tensor | None, q: torch.Tensor) -> None:
+    """None, or a bool [batch, seq] tensor on q's device (True = real token)."""
+    if key_padding_mask is None:
+        return
+    B, _, L, _ = q.shape
+    if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
+        raise ValueError("key_padding_mask must be a bool tensor [batch, seq] (True = real token)")
+    if tuple(key_padding_mask.shape) != (B, L):
+        raise ValueError(f"key_padding_mask must have shape [batch, seq] = {(B, L)}; got "
+                         f"{tuple(key_padding_mask.shape)}")
+    if key_padding_mask.device != q.device:
+        raise ValueError(f"key_padding_mask is on {key_padding_mask.device}, q on {q.device}")
 
 
 def triton_available() -> tuple[bool, str]:

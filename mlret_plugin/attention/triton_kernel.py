@@ -432,7 +432,7 @@ def _check_runtime(device: torch.device) -> None:
 
 def _check_inputs(q, k, v, layout: BlockLayout, key_padding_mask, scale) -> None:
     """Clear errors for everything the kernels cannot take, before any launch."""
-    from mlret_plugin.attention.functional import check_qkv
+    from mlret_plugin.attention.functional import check_key_padding_mask, check_qkv
 
     check_qkv(q, k, v)
     interpreted = _is_interpreted(_fwd_kernel)
@@ -459,14 +459,7 @@ def _check_inputs(q, k, v, layout: BlockLayout, key_padding_mask, scale) -> None
         raise ValueError(f"layout has {layout.heads} heads; q has {H} (expected 1 = shared, or {H})")
     if layout.window is not None and layout.window < 0:
         raise ValueError(f"layout.window must be >= 0 or None; got {layout.window}")
-    if key_padding_mask is not None:
-        if not isinstance(key_padding_mask, torch.Tensor) or key_padding_mask.dtype != torch.bool:
-            raise ValueError("key_padding_mask must be a bool tensor [batch, seq] (True = real token)")
-        if tuple(key_padding_mask.shape) != (B, L):
-            raise ValueError(f"key_padding_mask must have shape [batch, seq] = {(B, L)}; got "
-                             f"{tuple(key_padding_mask.shape)}")
-        if key_padding_mask.device != q.device:
-            raise ValueError(f"key_padding_mask is on {key_padding_mask.device}, q on {q.device}")
+    check_key_padding_mask(key_padding_mask, q)
     if scale is not None and not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a positive finite number or None; got {scale!r}")
 
