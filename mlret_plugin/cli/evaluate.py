@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from mlret_plugin.cli.prompts import add_prompt_arguments
 from mlret_plugin.datasets import COLLECTIONS
 
 log = logging.getLogger(__name__)
@@ -31,12 +32,7 @@ def _add_system_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--candidates", choices=("context", "sentence"), default="context",
                         help="encode a candidate as (sentence, paragraph) pair [default, as LAReQA] or sentence alone")
-    parser.add_argument("--query-prompt", default=None,
-                        help="text put before each query, e.g. 'query: ' (default: the model's own 'query' prompt, "
-                             "if it has one; '' for none)")
-    parser.add_argument("--passage-prompt", default=None,
-                        help="text put before each candidate, e.g. 'passage: ' (default: the model's own 'passage', "
-                             "else 'document' prompt, if it has one; '' for none)")
+    add_prompt_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--no-cache", action="store_true",
                         help="do not read or write the embedding cache (see `mlret cache info`)")

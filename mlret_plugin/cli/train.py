@@ -13,6 +13,7 @@ import random
 import sys
 from pathlib import Path
 
+from mlret_plugin.cli.prompts import add_prompt_arguments
 from mlret_plugin.training.run import LOSSES
 
 
@@ -39,12 +40,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--no-eval", action="store_true", help="train and save only")
     tr.add_argument("--model", required=True,
                     help="model folder, hub id, 'offline-e5', 'offline-minilm' or 'default' (as in mlret evaluate)")
-    tr.add_argument("--query-prompt", default=None,
-                    help="text put before each query in training and evaluation (default: the model's 'query' "
-                         "prompt, e.g. 'query: ' for e5; '' for none)")
-    tr.add_argument("--passage-prompt", default=None,
-                    help="text put before each passage/candidate (default: the model's 'passage' prompt, else "
-                         "'document'; '' for none)")
+    add_prompt_arguments(tr, where=" in training and evaluation")
     tr.add_argument("--attention", default=None, choices=("dense", "local", "block_sparse"),
                     help="attention pattern to train with (mlret_plugin.load_model kinds); saved with the model")
     tr.add_argument("--attention-option", action="append", default=[], metavar="KEY=VALUE",
