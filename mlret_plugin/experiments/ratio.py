@@ -367,7 +367,8 @@ def _header(grid: RatioGrid, cells: list[dict]) -> str:
         "",
         f"- Models: {', '.join(models)} (truncated models keep the first N layers of one checkpoint)",
         f"- Training: {grid.max_steps} steps of hybrid batches ({grid.batch_size} pairs, MultipleNegativesRankingLoss, "
-        f"lr {grid.learning_rate}, passages: {grid.passage_field}); alphas {', '.join(f'{a:g}' for a in alphas)}; "
+        f"lr {grid.learning_rate}, passages: {grid.passage_field}); "
+        f"alphas {', '.join(f'{a:g}' for a in alphas) or '- (none trained yet)'}; "
         f"training seeds {', '.join(map(str, seeds)) or '-'} (values: mean over seeds, ± std)"
         + ("; 'untrained' rows are the starting point" if grid.include_untrained else "") + held,
         f"- Evaluation: {grid.eval_collection} over {', '.join(grid._langs)}, candidates {grid.candidates}, mAP over the full ranking",
