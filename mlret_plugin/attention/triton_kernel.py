@@ -445,7 +445,7 @@ def _check_inputs(q, k, v, layout: BlockLayout, key_padding_mask, scale) -> None
         if t.stride(-1) != 1:
             raise ValueError(f"{name} must be contiguous in head_dim (stride(-1) == 1); got strides {t.stride()}. "
                              f"Pass {name}.contiguous().")
-    B, H, L, D = q.shape
+    _, H, L, D = q.shape
     if not MIN_HEAD_DIM <= D <= MAX_HEAD_DIM:
         raise ValueError(f"the Triton kernel supports head_dim {MIN_HEAD_DIM}..{MAX_HEAD_DIM}; got {D}. "
                          "Use backend='torch'.")
