@@ -105,3 +105,10 @@ def test_resamples_keep_the_smallest_p_far_below_holms_first_threshold():
     d = np.abs(rng.normal(1, 0.1, 500))  # every unit favours the system
     m = 200
     assert holm([randomisation_p_value(d, n_resamples=resamples_for(m))] * m)[0] < ALPHA
+
+
+def test_method_note_names_the_test_count_and_says_when_nothing_was_tested():
+    from mlret_plugin.evaluation.paired import method_note
+    assert "across the 24 tests" in method_note(24)
+    empty = method_note(0)
+    assert "No paired tests yet" in empty and "Holm" not in empty

@@ -100,6 +100,9 @@ def tests_table(rows: list[dict], name_of: Callable[[dict], str]) -> str:
 
 
 def method_note(n_tests: int, seeds: bool = True) -> str:
+    if n_tests == 0:
+        # a report of baselines only (e.g. untrained cells): nothing was compared, so no method to describe
+        return "No paired tests yet: every comparison needs its baseline and variant cells on the same queries."
     return (f"Tests: paired randomisation (sign-flip) test over source questions ({resamples_for(n_tests)} resamples, "
             "scipy.stats.permutation_test, two-sided; each question's translations and target languages form one "
             "unit, weighted as in the reported mean), 95% percentile bootstrap CI of the mean difference "
