@@ -179,6 +179,7 @@ def test_finetune_after_swap(lareqa_home, tiny_model, tmp_path):
     assert sorted(c["params"]["finetune"]["seed"] for c in cells) == [0, 0, 1, 1]
     for cell in cells:
         assert cell["params"]["finetune"]["train"] == "mlqa-r"  # zero-shot default: the other collection
+        assert cell["params"]["finetune"]["passages"] == "text+context"  # default: sentence with its paragraph
         assert cell["info"]["finetune"]["steps"] == 2
         assert {r["finetune_steps"] for r in cell["rows"]} == {2}
         assert (out / "per_query" / f"{cell['key']}.jsonl.gz").is_file()
@@ -202,9 +203,33 @@ def test_finetune_after_swap(lareqa_home, tiny_model, tmp_path):
         assert r["p_value"] <= r["p_holm"] <= 1 and r["ci_low"] <= r["delta"] + 1e-12 <= r["ci_high"] + 2e-12
     report = (out / "report.md").read_text()
     assert "fine-tuned 2 steps after the swap on mlqa-r" in report and "training seeds 0, 1" in report
+    assert "passages text+context" in report
     assert "±" in report and "Holm" in report
     assert all(cell["info"]["finetune"]["seconds"] > 0 for cell in cells)
     assert re.search(r"cell compute time [0-9.]+ min \(fine-tuning [0-9.]+ min\)", report)
+
+
+def test_finetune_passages_set_the_training_text_and_the_cell_key(lareqa_home, tiny_model, tmp_path):
+    from mlret_plugin.experiments.attention import build_grid
+
+    def grid(passages: str):
+        g, _ = build_grid("xquad-r", tiny_model, "dense", "0", "2", tmp_path / "o", candidates="sentence",
+                          finetune_steps=2, finetune_batch_size=4, finetune_passages=passages)
+        return g
+
+    sentence, both = grid("text"), grid("text+context")
+    short = set(sentence.train_data.with_format(None)["passage"])  # raw rows, before pair composition
+    long = set(both.train_data.with_format(None)["passage"])
+    assert len(short) == len(long) and all(any(p.startswith(s + " ") for p in long) for s in short)
+    key = {g.finetune_passages: g.params(g.variants[0], 0.0, 2, 0) for g in (sentence, both)}
+    assert key["text"] != key["text+context"] and not sentence.joins(key["text+context"])
+
+
+def test_cli_passage_choices_match_the_training_loader():
+    from mlret_plugin.cli.experiment import PASSAGE_FIELDS as cli_fields
+    from mlret_plugin.training.data import PASSAGE_FIELDS
+
+    assert cli_fields == PASSAGE_FIELDS
 
 
 def test_seeds_need_finetuning(lareqa_home, tiny_model, tmp_path, capsys):

@@ -14,6 +14,8 @@ import sys
 
 from mlret_plugin.datasets import COLLECTIONS
 
+PASSAGE_FIELDS = ("text", "context", "text+context")  # training.data's; literal so the parser stays light
+
 DEFAULT_POOLS = {"xquad-r": "2,4,7,11", "mlqa-r": "2,4,7"}
 
 
@@ -48,6 +50,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     at.add_argument("--finetune-train", default=None, help="training data id / JSONL (default: the other collection)")
     at.add_argument("--finetune-alpha", type=float, default=0.5)
     at.add_argument("--finetune-batch-size", type=int, default=16, help="pairs per fine-tuning batch")
+    at.add_argument("--finetune-passages", choices=PASSAGE_FIELDS, default="text+context",
+                    help="training passage: the answer sentence with its paragraph [default], or either alone")
     at.add_argument("--seed", type=int, default=0, help="data seed: the noise draws and the pool order")
     at.add_argument("--seeds", default=None,
                     help="training seeds of --finetune-steps, e.g. 0,1,2 [default with fine-tuning]; one per command "
@@ -70,7 +74,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ra.add_argument("--max-steps", type=int, required=True)
     ra.add_argument("--batch-size", type=int, default=16, help="pairs per training batch")
     ra.add_argument("--learning-rate", type=float, default=2e-5)
-    ra.add_argument("--passage-field", choices=("text", "context", "text+context"), default="text",
+    ra.add_argument("--passage-field", choices=PASSAGE_FIELDS, default="text",
                     help="training passages: the answer sentence [default], its paragraph, or both")
     ra.add_argument("--candidates", choices=("context", "sentence"), default="sentence",
                     help="evaluation candidates (default sentence: matches the default training passages, and is fast)")
@@ -118,7 +122,8 @@ def run_attention_cli(args: argparse.Namespace) -> int:
             candidates=args.candidates, mixed_noise=args.mixed_noise, seed=args.seed,
             max_seq_length=args.max_seq_length, batch_size=args.batch_size, backend=args.backend,
             finetune_steps=args.finetune_steps, finetune_train=args.finetune_train, finetune_alpha=args.finetune_alpha,
-            finetune_batch_size=args.finetune_batch_size, seeds=args.seeds,
+            finetune_batch_size=args.finetune_batch_size,
+            finetune_passages=args.finetune_passages, seeds=args.seeds,
         )
     except (ValueError, TypeError, FileNotFoundError) as e:
         return _fail(e)

@@ -40,7 +40,6 @@ from mlret_plugin.experiments.variants import AttentionVariant, parse_variants
 log = logging.getLogger(__name__)
 
 MEASURES = ("AP", "R@1", "R@10", "MaxRankDist")
-FINETUNE_PASSAGES = "text+context"  # long training inputs, so the sparse pattern is what gets trained
 TRAIN_FOR = {"xquad-r": "mlqa-r", "mlqa-r": "xquad-r"}  # zero-shot: fine-tune on the other collection
 
 
@@ -63,6 +62,7 @@ class AttentionGrid:
     finetune_train: str | None = None
     finetune_alpha: float = 0.5
     finetune_batch_size: int = 16
+    finetune_passages: str = "text+context"  # training passage: long inputs train the pattern on long texts
     model_label: str = ""
     resolved_model: str = field(default="", repr=False)
     train_data: object = field(default=None, repr=False)  # loaded and checked by build_grid
@@ -80,7 +80,7 @@ class AttentionGrid:
             "measures": list(MEASURES),
             "finetune": None if not self.finetune_steps else {
                 "steps": self.finetune_steps, "train": self.finetune_train, "alpha": self.finetune_alpha,
-                "batch_size": self.finetune_batch_size, "seed": train_seed},
+                "batch_size": self.finetune_batch_size, "passages": self.finetune_passages, "seed": train_seed},
         }
 
     def joins(self, params: dict) -> bool:
@@ -166,7 +166,7 @@ def build_grid(collection: str, model: str, variants: str, noise: str, pool_size
     if grid.finetune_steps:
         from mlret_plugin.experiments.finetune import check_batches, load_train_data
 
-        grid.train_data = load_train_data(grid.finetune_train, passage_field=FINETUNE_PASSAGES)
+        grid.train_data = load_train_data(grid.finetune_train, passage_field=grid.finetune_passages)
         check_batches(grid.train_data, grid.finetune_batch_size, grid.finetune_alpha)
     path = resolve_model_spec(model)
     if path is None:
@@ -217,7 +217,7 @@ def run_attention_grid(grid: AttentionGrid, model=None, progress: bool = True) -
                 from mlret_plugin.experiments.finetune import finetune, load_train_data
 
                 if train_data is None:
-                    train_data = load_train_data(grid.finetune_train, passage_field=FINETUNE_PASSAGES)
+                    train_data = load_train_data(grid.finetune_train, passage_field=grid.finetune_passages)
                 start = time.perf_counter()
                 train_info = finetune(model, train_data, grid.finetune_alpha, grid.finetune_steps,
                                       batch_size=grid.finetune_batch_size, seed=train_seed, show_progress_bar=progress)
@@ -360,7 +360,7 @@ def _header(grid: AttentionGrid, cells: list[dict]) -> str:
     variants = list(dict.fromkeys(c["rows"][0]["variant"] for c in cells))
     levels = ", ".join(f"{n:g}" for n in sorted({c["params"]["noise"] for c in cells}))
     ft = (f"fine-tuned {grid.finetune_steps} steps after the swap on {grid.finetune_train} (alpha "
-          f"{grid.finetune_alpha}, batch {grid.finetune_batch_size}), training seeds {', '.join(map(str, seeds))} "
+          f"{grid.finetune_alpha}, batch {grid.finetune_batch_size}, passages {grid.finetune_passages}), training seeds {', '.join(map(str, seeds))} "
           "(values: mean over seeds, ± std)" if grid.finetune_steps else "zero-shot swap (no fine-tuning)")
     return "\n".join([
         f"# Attention experiment: {grid.collection}",
