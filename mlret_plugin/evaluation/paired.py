@@ -112,5 +112,12 @@ def method_note(n_tests: int, seeds: bool = True) -> str:
                "std across seeds." if seeds else ""))
 
 
+def tests_section(rows: list[dict], name_of: Callable[[dict], str]) -> str:
+    """The method note, then a "## Paired tests" table when anything was tested (else the note alone)."""
+    n_tests = sum(r.get("p_value") is not None for r in rows)
+    note = method_note(n_tests)
+    return f"{note}\n\n## Paired tests\n\n{tests_table(rows, name_of)}" if n_tests else note
+
+
 __all__ = ["TESTED", "TEST_FIELDS", "adjust_holm", "mark", "method_note", "record_test", "resamples_for",
-           "test_systems", "tests_table"]
+           "test_systems", "tests_section", "tests_table"]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 from mlret_plugin.evaluation.report import atomic_write_text, save_figure, write_results_jsonl
-from mlret_plugin.evaluation.paired import mark, method_note, tests_table
+from mlret_plugin.evaluation.paired import mark, tests_section
 
 SETTINGS = ("mono", "cross", "multi")
 _MATCH = ("noise", "mixed_noise", "pool_size", "dataset", "setting", "measure", "breakdown", "qlang", "dlang")
@@ -171,10 +171,9 @@ def write_attention_outputs(rows: list[dict], out_dir: Path, header: str) -> dic
         if p is not None:
             paths[p.stem] = p
     plots = "".join(f"![{p.stem}]({p.name})\n\n" for k, p in paths.items() if k != "results")
-    n_tests = sum(r.get("p_value") is not None for r in rows)
     text = (f"{header}\n\n## Summary (mAP over the full ranking; Δ vs dense at the same noise and pool)\n\n"
-            f"{attention_tables(rows)}\n\n{method_note(n_tests)}\n\n## Paired tests\n\n"
-            f"{tests_table(rows, _attention_name)}\n\n## Per language\n\n{per_language_table(rows)}\n\n{plots}")
+            f"{attention_tables(rows)}\n\n{tests_section(rows, _attention_name)}\n\n"
+            f"## Per language\n\n{per_language_table(rows)}\n\n{plots}")
     paths["report"] = atomic_write_text(out_dir / "report.md", text)
     return paths
 
@@ -264,9 +263,7 @@ def write_ratio_outputs(rows: list[dict], out_dir: Path, header: str) -> dict[st
         title = f" on {eval_name}" if eval_name else ""
         sections.append(f"## mAP over the full ranking by model size and alpha{title}\n\n"
                         f"{ratio_table(rows, eval_name=eval_name)}{plot}")
-    n_tests = sum(r.get("p_value") is not None for r in rows)
-    text = (f"{header}\n\n" + "\n\n".join(sections) + f"\n\n{method_note(n_tests)}\n\n## Paired tests\n\n"
-            f"{tests_table(rows, _ratio_name)}\n")
+    text = f"{header}\n\n" + "\n\n".join(sections) + f"\n\n{tests_section(rows, _ratio_name)}\n"
     paths["report"] = atomic_write_text(out_dir / "report.md", text)
     return paths
 
