@@ -24,11 +24,9 @@ B, noisy contexts (``noise-*``): (sentence, paragraph) candidates at the model's
 Every part shares its question's --out subfolder (``OUT/a-pools-xquad``, ``OUT/a-pools-mlqa``,
 ``OUT/a-finetune``, ``OUT/b-noise``), so the report after the last part covers the whole grid.
 
-Estimated minutes per part (``--list``; not yet measured end to end): the measured MiniLM times of
-``examples/attention_experiment.py`` (pools 1,277 s, noise 1,049 s, finetune 889 s for 3 variants) scaled by
-offline-e5's cost relative to MiniLM measured in one process on the same texts (1.7x on short sentences, 1.9x
-on 512-token pairs, CPU time), and offline-e5 at ~75 short texts/s. Fine-tuning is the least certain (12-20).
-Each part prints its wall time; every estimate is under 30 minutes.
+Minutes per part (``--list``): wall times measured on this machine (2 CPU cores, one part at a time),
+rounded up: pools 5.4-8.0 min, fine-tune 4.2-5.1, noise 941-1,181 s. Each part prints its wall time; every
+part is under 30 minutes.
 
     python examples/e5_attention.py --list
     python examples/e5_attention.py --part pools-xquad-dense      # then -local, -block; the other parts likewise
@@ -49,22 +47,22 @@ PARTS: list[Part] = []
 for name, variants in SENTENCE.items():
     PARTS.append(Part(f"pools-xquad-{name}", "a-pools-xquad",
                       ("attention", "--collection", "xquad-r", "--variants", variants, "--noise", "0",
-                       "--pool-sizes", "2,4,7,11", "--candidates", "sentence"), "12"))
+                       "--pool-sizes", "2,4,7,11", "--candidates", "sentence"), "6-8"))
 for name, variants in SENTENCE.items():
     PARTS.append(Part(f"pools-mlqa-{name}", "a-pools-mlqa",
                       ("attention", "--collection", "mlqa-r", "--variants", variants, "--noise", "0",
-                       "--pool-sizes", "2,4,7", "--candidates", "sentence"), "8"))
+                       "--pool-sizes", "2,4,7", "--candidates", "sentence"), "5-6"))
 for seed in (0, 1, 2):
     for name, variants in SENTENCE.items():
         PARTS.append(Part(f"finetune-s{seed}-{name}", "a-finetune",
                           ("attention", "--collection", "xquad-r", "--variants", variants, "--noise", "0",
                            "--pool-sizes", "2", "--candidates", "sentence", "--finetune-steps", "100",
-                           "--finetune-batch-size", "16", "--finetune-passages", "text", "--seeds", str(seed)), "12-20"))
+                           "--finetune-batch-size", "16", "--finetune-passages", "text", "--seeds", str(seed)), "5"))
 for noise, mixed in (("0", False), ("0.5", False), ("1", False), ("0.5", True), ("1", True)):
     PARTS.append(Part(f"noise-{noise}" + ("-mixed" if mixed else ""), "b-noise",
                       ("attention", "--collection", "xquad-r", "--variants", CONTEXT, "--noise", noise,
                        "--pool-sizes", "2", "--candidates", "context", "--max-seq-length", "512",
-                       *(["--mixed-noise"] if mixed else [])), {"0": "13", "0.5": "15", "1": "17"}[noise]))
+                       *(["--mixed-noise"] if mixed else [])), "16-20"))
 QUICK = Part("quick", "quick", ("attention", "--collection", "xquad-r", "--variants", "dense,local:window=8",
                                 "--noise", "0", "--pool-sizes", "2", "--candidates", "sentence"), "2-5")
 

@@ -13,9 +13,8 @@ difference) on Mono, Cross and Multi, and its MaxRankDist is significantly lower
 
 Much smaller than the paper's runs (100 steps, a 118M-parameter model, CPU): read directions, not levels.
 One part for the untrained model and one per (training seed, alpha), all sharing ``OUT/paper-claim``: 10 parts,
-each estimated under 30 minutes (``--list``; not yet measured end to end: training ~5.5 min for 100 steps,
-XQuAD-R's 26k texts ~6 min at ~75 texts/s plus ~2.5 min of full-depth scoring, MLQA-R's 20.5k candidates
-~5 min). Each part prints its wall time. Run a seed's ``a0.5`` part before its ``a0`` / ``a1`` parts (they need
+each under 30 minutes (``--list``: wall times measured on this machine, rounded up: untrained 577 s, each
+trained part 830-879 s). Each part prints its wall time. Run a seed's ``a0.5`` part before its ``a0`` / ``a1`` parts (they need
 its cell as their baseline and would otherwise train it themselves).
 
     python examples/e5_paper_claim.py --list
@@ -32,14 +31,14 @@ from e5_parts import Part, run_parts  # noqa: E402
 COMMON = ("ratio", "--train", "mlqa-r", "--eval", "xquad-r", "--models", "{model}", "--baseline", "0.5",
           "--max-steps", "100", "--batch-size", "16", "--candidates", "sentence", "--holdout-articles", "50")
 
-PARTS = [Part("untrained", "paper-claim", (*COMMON, "--alphas", "0.5", "--only-untrained"), "14", model_flag="--models")]
+PARTS = [Part("untrained", "paper-claim", (*COMMON, "--alphas", "0.5", "--only-untrained"), "10", model_flag="--models")]
 for seed in (0, 1, 2):
     for alpha in ("0.5", "0", "1"):
         # --alphas must contain the baseline 0.5: the alpha 0 / 1 parts list it too, and find its cell finished
         # when the seed's a0.5 part ran first (otherwise they train it: nothing is done twice)
         alphas = alpha if alpha == "0.5" else f"{alpha},0.5"
         PARTS.append(Part(f"s{seed}-a{alpha}", "paper-claim",
-                          (*COMMON, "--alphas", alphas, "--seeds", str(seed), "--no-untrained"), "19", model_flag="--models"))
+                          (*COMMON, "--alphas", alphas, "--seeds", str(seed), "--no-untrained"), "15", model_flag="--models"))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ Each example is a list of *parts*: one ``mlret experiment`` command each, sized 
 the report of all finished cells so far, and the last one the complete report. Parts can run in any order,
 resume when interrupted, and skip cells another part already finished.
 
-    python examples/e5_<question>.py --list                  # the parts, their commands and estimates
+    python examples/e5_<question>.py --list                  # the parts, their commands and minutes
     python examples/e5_<question>.py --part NAME [--part NAME ...] [--model offline-e5] [--out mlret-out/e5]
     python examples/e5_<question>.py --all                   # every part, one after the other
 """
@@ -27,7 +27,7 @@ class Part:
     name: str
     folder: str  # output subfolder, shared by the parts of one question
     args: tuple[str, ...]  # `mlret experiment ...` arguments without --model/--models and --out
-    minutes: str  # estimated wall time on 2 CPU cores (see the example's docstring)
+    minutes: str  # wall time on 2 CPU cores, measured and rounded up (see the example's docstring)
     model_flag: str = "--model"  # attention: --model MODEL; ratio: --models with MODEL substituted
 
 
@@ -57,7 +57,7 @@ def run_parts(parts: list[Part], description: str, argv: list[str] | None = None
         start = time.perf_counter()
         code = main(command(part, args.model, args.out))
         seconds = time.perf_counter() - start
-        print(f"part {part.name}: {seconds:.0f} s wall ({seconds / 60:.1f} min; estimate ~{part.minutes} min), "
+        print(f"part {part.name}: {seconds:.0f} s wall ({seconds / 60:.1f} min; listed ~{part.minutes} min), "
               f"report in {os.path.join(args.out, part.folder, 'report.md')}", file=sys.stderr)
         if code:
             return code
