@@ -10,11 +10,11 @@ A, pool growth (zero-shot swap; sentence candidates, median ~40 e5 tokens with t
   - ``pools-mlqa-*``: MLQA-R pools of 2, 4, 7 languages.
   One part per variant (each variant re-encodes every query and candidate; dense is shared through the cell
   cache: the sparse parts only run their own variant when dense is finished).
-A, after a short fine-tune with the pattern in place (``finetune-s{seed}-*``): each variant, dense too,
-  trained 100 hybrid batches of 16 MLQA-R pairs (alpha 0.5) after the swap, evaluated on the XQuAD-R
-  2-language pool; 3 training seeds, one part per (seed, variant). Training passages are the answer sentence
-  alone, the candidates A evaluates (the patterns bite there: density ~0.4); sentence + paragraph took ~21 s a
-  step here, over 30 minutes a part.
+A, after a short fine-tune with the pattern in place: each variant, dense too, trained 100 hybrid batches of
+  16 MLQA-R pairs (alpha 0.5) after the swap, evaluated on the XQuAD-R 2-language pool (``finetune-*``) and,
+  retrained with the same seed, on the 11-language pool (``finetune-pool11-*``); 3 training seeds, one part per
+  (pool, seed, variant). Training passages are the answer sentence alone, the candidates A evaluates (the
+  patterns bite there: density ~0.4); sentence + paragraph took ~21 s a step here, over 30 minutes a part.
 B, noisy contexts (``noise-*``): (sentence, paragraph) candidates at the model's 512 positions, paragraphs
   lengthened by distractor sentences to noise 0 / 0.5 / 1 (distractor / original tokens), drawn from the same
   language or from every language (``mixed``); XQuAD-R 2-language pool; ``local:window=48`` (97 keys) vs
@@ -52,12 +52,14 @@ for name, variants in SENTENCE.items():
     PARTS.append(Part(f"pools-mlqa-{name}", "a-pools-mlqa",
                       ("attention", "--collection", "mlqa-r", "--variants", variants, "--noise", "0",
                        "--pool-sizes", "2,4,7", "--candidates", "sentence"), "5-6"))
-for seed in (0, 1, 2):
-    for name, variants in SENTENCE.items():
-        PARTS.append(Part(f"finetune-s{seed}-{name}", "a-finetune",
-                          ("attention", "--collection", "xquad-r", "--variants", variants, "--noise", "0",
-                           "--pool-sizes", "2", "--candidates", "sentence", "--finetune-steps", "100",
-                           "--finetune-batch-size", "16", "--finetune-passages", "text", "--seeds", str(seed)), "5"))
+for pools, prefix, minutes in (("2", "finetune", "5"), ("11", "finetune-pool11", "9")):
+    for seed in (0, 1, 2):
+        for name, variants in SENTENCE.items():
+            PARTS.append(Part(f"{prefix}-s{seed}-{name}", "a-finetune",
+                              ("attention", "--collection", "xquad-r", "--variants", variants, "--noise", "0",
+                               "--pool-sizes", pools, "--candidates", "sentence", "--finetune-steps", "100",
+                               "--finetune-batch-size", "16", "--finetune-passages", "text", "--seeds", str(seed)),
+                              minutes))
 for noise, mixed in (("0", False), ("0.5", False), ("1", False), ("0.5", True), ("1", True)):
     PARTS.append(Part(f"noise-{noise}" + ("-mixed" if mixed else ""), "b-noise",
                       ("attention", "--collection", "xquad-r", "--variants", CONTEXT, "--noise", noise,
