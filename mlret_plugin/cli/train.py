@@ -13,6 +13,7 @@ import random
 import sys
 from pathlib import Path
 
+from mlret_plugin.cli.experiment import PASSAGE_FIELDS
 from mlret_plugin.cli.prompts import add_prompt_arguments
 from mlret_plugin.training.run import LOSSES
 
@@ -48,7 +49,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--alpha", type=float, default=0.5, help="probability of a monolingual (X-X) batch (default 0.5)")
     tr.add_argument("--languages", default=None, help="comma-separated training languages (default: all in the data)")
     tr.add_argument("--language-sampling", choices=("uniform", "proportional"), default="uniform")
-    tr.add_argument("--passage", choices=("text", "context", "text+context"), default="text",
+    tr.add_argument("--passage", choices=PASSAGE_FIELDS, default="text",
                     help="for dataset ids: the answer sentence [default], its paragraph, or both")
     tr.add_argument("--holdout-articles", type=int, default=0, metavar="K",
                     help="hold out K random articles of the training collection (written to OUT/holdout.json); "

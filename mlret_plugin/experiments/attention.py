@@ -360,7 +360,8 @@ def _header(grid: AttentionGrid, cells: list[dict]) -> str:
     variants = list(dict.fromkeys(c["rows"][0]["variant"] for c in cells))
     levels = ", ".join(f"{n:g}" for n in sorted({c["params"]["noise"] for c in cells}))
     ft = (f"fine-tuned {grid.finetune_steps} steps after the swap on {grid.finetune_train} (alpha "
-          f"{grid.finetune_alpha}, batch {grid.finetune_batch_size}, passages {grid.finetune_passages}), training seeds {', '.join(map(str, seeds))} "
+          f"{grid.finetune_alpha}, batch {grid.finetune_batch_size}, passages {grid.finetune_passages}), "
+          f"training seeds {', '.join(map(str, seeds))} "
           "(values: mean over seeds, ± std)" if grid.finetune_steps else "zero-shot swap (no fine-tuning)")
     return "\n".join([
         f"# Attention experiment: {grid.collection}",
