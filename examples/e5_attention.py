@@ -25,8 +25,8 @@ Every part shares its question's --out subfolder (``OUT/a-pools-xquad``, ``OUT/a
 ``OUT/a-finetune``, ``OUT/b-noise``), so the report after the last part covers the whole grid.
 
 Minutes per part (``--list``): wall times measured on this machine (2 CPU cores, one part at a time),
-rounded up: pools 5.4-8.0 min, fine-tune 4.2-5.1, noise 941-1,181 s. Each part prints its wall time; every
-part is under 30 minutes.
+rounded up: pools 5.4-8.0 min, fine-tune 4.2-5.1 (2 languages) and 8.1-8.9 (11), noise 941-1,181 s. Each
+part prints its wall time; every part is under 30 minutes.
 
     python examples/e5_attention.py --list
     python examples/e5_attention.py --part pools-xquad-dense      # then -local, -block; the other parts likewise

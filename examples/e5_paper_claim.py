@@ -14,8 +14,8 @@ difference) on Mono, Cross and Multi, and its MaxRankDist is significantly lower
 Much smaller than the paper's runs (100 steps, a 118M-parameter model, CPU): read directions, not levels.
 One part for the untrained model and one per (training seed, alpha), all sharing ``OUT/paper-claim``: 10 parts,
 each under 30 minutes (``--list``: wall times measured on this machine, rounded up: untrained 577 s, each
-trained part 830-879 s). Each part prints its wall time. Run a seed's ``a0.5`` part before its ``a0`` / ``a1`` parts (they need
-its cell as their baseline and would otherwise train it themselves).
+trained part 830-879 s). Each part prints its wall time. Run a seed's ``a0.5`` part before its ``a0`` / ``a1``
+parts (they need its cell as their baseline and would otherwise train it themselves).
 
     python examples/e5_paper_claim.py --list
     python examples/e5_paper_claim.py --part untrained --part s0-a0.5 --part s0-a0 --part s0-a1   # then s1-*, s2-*

@@ -11,7 +11,7 @@ Within each size every alpha (and the untrained model) is tested against alpha 0
 test over questions, 95% bootstrap CI, Holm across the report's tests.
 
 One part for the three untrained starting points and one per (training seed, size), all sharing
-``OUT/c-ratio``: 10 parts; the report after the last covers 3 sizes x 3 alphas x 3 seeds. Estimated minutes
+``OUT/c-ratio``: 10 parts; the report after the last covers 3 sizes x 3 alphas x 3 seeds. Minutes
 (``--list``): wall times measured on this machine, rounded up (4 / 8 / 12 layers 470-477 / 740-782 /
 1,036-1,044 s; the untrained part from its cells' 249 s of evaluation plus loading). Each part prints its
 wall time; every part is under 30 minutes.
