@@ -45,8 +45,6 @@ def query_flags(lang: str) -> str:
 
 
 def _rows(args: argparse.Namespace) -> list[dict]:
-    from importlib.metadata import version
-
     from mlret_plugin.datasets import parse_dataset_id
     from mlret_plugin.evaluation import bm25
 

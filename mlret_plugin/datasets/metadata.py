@@ -5,9 +5,9 @@ Regenerate from a seeded cache with ``python -m mlret_plugin.datasets.metadata``
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from mlret_plugin.atomic import atomic_write_text
 from mlret_plugin.datasets.subsets import dataset_ids, parse_dataset_id
 
 
@@ -26,11 +26,9 @@ def compute_metadata() -> dict[str, dict[str, dict[str, int]]]:
 
 
 def main() -> None:
-    path = Path(__file__).with_name("metadata.json")
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(compute_metadata(), indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-    print(f"wrote {path}")
+    path = atomic_write_text(Path(__file__).with_name("metadata.json"),
+                             json.dumps(compute_metadata(), indent=1, sort_keys=True) + "\n")
+    print(f"wrote {path}")  # a development command's output
 
 
 if __name__ == "__main__":

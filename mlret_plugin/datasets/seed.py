@@ -2,21 +2,16 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from pathlib import Path
 
+from mlret_plugin.atomic import atomic_path
 from mlret_plugin.datasets import lareqa
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    try:
+    with atomic_path(dest, fsync=True) as tmp:  # trusted once present: flushed before the rename
         shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def seed_cache(source_dir: Path | str) -> list[Path]:

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import struct
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from mlret_plugin.atomic import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -130,19 +131,10 @@ class EmbeddingCache:
                   "sha256": hashlib.sha256(payload).hexdigest(), "created": time.time(), **(description or {})}
         head = json.dumps(header, ensure_ascii=False, default=str).encode("utf-8")
         path = self.path_for(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(head)))
-                f.write(head)
-                f.write(payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path, "wb", fsync=True) as f:
+            f.write(_PREFIX.pack(MAGIC, FORMAT_VERSION, len(head)))
+            f.write(head)
+            f.write(payload)
         return path
 
     # --- maintenance -------------------------------------------------------------------------------------

@@ -14,13 +14,12 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Collection, Iterable
 
+from mlret_plugin.atomic import atomic_open
 from mlret_plugin.datasets import Subset, group_id, pool
 from mlret_plugin.datasets.subsets import check_langs
 from mlret_plugin.evaluation.measures import (
@@ -198,17 +197,9 @@ def run_lareqa(
 def write_per_query(records: Iterable[dict], path: str | Path) -> Path:
     """Per-query records as gzip JSONL, written to a temporary file and renamed (never half-written)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
-            for record in records:
-                f.write((json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8"))
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the other outputs are readable
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+        for record in records:
+            f.write((json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8"))
     return path
 
 

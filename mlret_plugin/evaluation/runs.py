@@ -6,11 +6,11 @@ can be evaluated beside ours.
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Mapping
+
+from mlret_plugin.atomic import atomic_open
 
 Run = dict[str, dict[str, float]]
 
@@ -50,17 +50,10 @@ def write_run(run: Mapping[str, Mapping[str, float]], path: str | Path, tag: str
     if not tag or any(c.isspace() for c in tag):
         raise ValueError(f"run tag {tag!r} must be a non-empty word without whitespace")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for qid, docs in run.items():
-                for rank, (doc_id, score) in enumerate(ranked(docs), start=1):
-                    f.write(f"{qid} Q0 {doc_id} {rank} {_score_text(score)} {tag}\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        for qid, docs in run.items():
+            for rank, (doc_id, score) in enumerate(ranked(docs), start=1):
+                f.write(f"{qid} Q0 {doc_id} {rank} {_score_text(score)} {tag}\n")
     return path
 
 

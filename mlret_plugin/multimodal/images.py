@@ -5,11 +5,11 @@ holds paths only: an epoch never keeps all images in memory). Errors name the ro
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
+
+from mlret_plugin.atomic import atomic_path
 
 
 def check_image_file(path: str | Path, where: str) -> None:
@@ -42,13 +42,6 @@ def load_image(source: str | Path | Image.Image, where: str = "image") -> Image.
 
 def save_image_atomic(image: Image.Image, path: Path) -> Path:
     """Write ``image`` as PNG to ``path`` through a temporary file (an interrupted write leaves no file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
