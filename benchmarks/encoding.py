@@ -1,7 +1,7 @@
 """Encoding throughput, side by side in one run: plain sentence-transformers, the plugin in dense / local /
 block_sparse mode, a cached re-run (DenseRetriever's embedding cache) and 2 worker processes.
 
-Model: the offline all-MiniLM-L6-v2 (``mlret_plugin.offline.offline_minilm_path()``). Texts: real XQuAD-R
+Model: the offline all-MiniLM-L6-v2 (``mlret_plugin.models.offline.offline_minilm_path()``). Texts: real XQuAD-R
 paragraphs (``--data``, default ../shared/data/lareqa) cut to ``--chars`` characters, else generated
 text. Peers run interleaved, best of ``--repeats``; ratios are time / plain ST's time (plain ST = 1.00).
 A second table runs the patterns where they are sparse (``--long-tokens`` tokens, on a random-weight encoder of
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     import mlret_plugin
     from mlret_plugin.encoding import EmbeddingCache
     from mlret_plugin.evaluation.dense import DenseRetriever
-    from mlret_plugin.offline import offline_minilm_path
+    from mlret_plugin.models.offline import offline_minilm_path
 
     path = offline_minilm_path()
     if path is None:

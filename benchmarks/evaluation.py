@@ -43,7 +43,7 @@ def main() -> int:
     from mlret_plugin.datasets import pool
     from mlret_plugin.evaluation.dense import DenseRetriever, Encoded
     from mlret_plugin.evaluation.measures import LAREQA_MEASURES, FullDepthEvaluator, qrels_dict
-    from mlret_plugin.offline import offline_minilm_path
+    from mlret_plugin.models.offline import offline_minilm_path
 
     subset = pool(args.collection)
     dataset = subset.load()

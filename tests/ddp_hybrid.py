@@ -55,7 +55,10 @@ def main(out: Path) -> None:
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=parallel_dataset(rows), loss=loss)
     trainer.train()
     world = dist.get_world_size() if dist.is_initialized() else 1
-    (out / f"rank{rank}.json").write_text(json.dumps({"world_size": world, "seen": loss.seen}))
+    from mlret_plugin.training.run import process_rank  # the rank `mlret train` decides by (accelerate's)
+
+    (out / f"rank{rank}.json").write_text(json.dumps({"world_size": world, "process_rank": process_rank(),
+                                                      "seen": loss.seen}))
 
 
 if __name__ == "__main__":

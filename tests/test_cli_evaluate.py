@@ -6,7 +6,8 @@ import json
 import pytest
 
 from mlret_plugin.cli.main import main
-from mlret_plugin.evaluation import models
+from mlret_plugin import model as swappable
+from mlret_plugin.models import specs
 from tiny_models import tiny_model_dir
 
 
@@ -63,7 +64,7 @@ def test_bad_input_fails_before_any_work(lareqa_home, argv, message, capsys):
 def test_malformed_run_is_named_before_any_work(lareqa_home, tmp_path, capsys, monkeypatch):
     bad = tmp_path / "bad.trec"
     bad.write_text("en-q000 Q0 en-a0-p0-s0 1 10.0 tag\nen-q000 Q0 d2 two 9.0 tag\n")
-    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("model loaded before the run was checked"))
+    monkeypatch.setattr(swappable, "load_model", lambda *a, **k: pytest.fail("model loaded before the run was checked"))
     assert main(["evaluate", "xquad-r/en", "--model", "offline-minilm", "--run", str(bad)]) == 2
     assert f"{bad}:2: rank 'two'" in capsys.readouterr().err
 
@@ -71,25 +72,22 @@ def test_malformed_run_is_named_before_any_work(lareqa_home, tmp_path, capsys, m
 def test_run_for_another_dataset_is_refused_before_any_work(lareqa_home, tmp_path, capsys, monkeypatch):
     foreign = tmp_path / "de-run.trec"
     foreign.write_text("de-q000 Q0 en-a0-p0-s0 1 10.0 tag\n")  # German queries, evaluated as xquad-r/en
-    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("model loaded before the run was checked"))
+    monkeypatch.setattr(swappable, "load_model", lambda *a, **k: pytest.fail("model loaded before the run was checked"))
     assert main(["evaluate", "xquad-r/en", "--model", "offline-minilm", "--run", str(foreign)]) == 2
     assert "none of its 1 query ids" in capsys.readouterr().err
 
 
-def test_lareqa_without_any_model_reachable_runs_bm25_only(lareqa_home, monkeypatch, capsys):
-    monkeypatch.setattr(models, "_in_local_cache", lambda repo: False)
-    monkeypatch.setattr(models, "hub_reachable", lambda repo=None, timeout=5.0: False)
-    monkeypatch.setattr(models, "offline_e5_path", lambda: None)
-    monkeypatch.setattr(models, "offline_minilm_path", lambda: None)
-    from mlret_plugin.cli import evaluate
-
-    class Args:
-        model, bm25, bm25_k1, bm25_b = [], False, 0.9, 0.4
+def test_lareqa_without_any_model_reachable_runs_bm25_only(lareqa_home, monkeypatch, caplog):
+    monkeypatch.setattr(specs, "in_local_cache", lambda repo: False)
+    monkeypatch.setattr(specs, "hub_reachable", lambda repo=None, timeout=5.0: False)
+    monkeypatch.setattr(specs, "offline_e5_path", lambda: None)
+    monkeypatch.setattr(specs, "offline_minilm_path", lambda: None)
+    from mlret_plugin.evaluation import systems
 
     built = []
-    monkeypatch.setattr(evaluate, "_bm25", lambda k1, b: built.append((k1, b)) or "bm25-system")
-    assert evaluate.build_systems(Args(), default_if_none=True) == ["bm25-system"]
-    assert built == [(0.9, 0.4)] and "BM25 ONLY" in capsys.readouterr().err
+    monkeypatch.setattr(systems, "_bm25", lambda k1, b: built.append((k1, b)) or "bm25-system")
+    assert systems.build_systems([], default_if_none=True) == ["bm25-system"]
+    assert built == [(0.9, 0.4)] and "BM25 ONLY" in caplog.text
 
 
 def test_model_saved_by_the_plugin_is_evaluated_with_its_pattern(lareqa_home, tmp_path, capsys):
@@ -99,7 +97,7 @@ def test_model_saved_by_the_plugin_is_evaluated_with_its_pattern(lareqa_home, tm
     model.save(str(tmp_path / "trained"))
     out = tmp_path / "out"
     assert main(["evaluate", "xquad-r/en", "--model", str(tmp_path / "trained"), "--no-cache", "--out", str(out)]) == 0
-    from mlret_plugin.evaluation.models import load_model
+    from mlret_plugin import load_model
 
     # The same loader serves mlret evaluate / lareqa and DenseRetriever("path").
     assert load_model(str(tmp_path / "trained"))[0].attention_config.window == 4

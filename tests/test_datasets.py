@@ -8,6 +8,7 @@ import sys
 from collections import Counter
 
 import ir_datasets
+import ir_datasets.util.download
 import ir_measures
 import pytest
 
@@ -165,7 +166,7 @@ def test_missing_file_without_network_names_the_seed_command(lareqa_home, monkey
     from mlret_plugin.datasets import lareqa
 
     (lareqa.cache_dir() / "xquad-r" / "vi.json").unlink()
-    monkeypatch.setattr(lareqa, "_DownloadConfig", _OfflineDownloadConfig)
+    monkeypatch.setattr(ir_datasets.util.download, "_DownloadConfig", _OfflineDownloadConfig)
     with pytest.raises(FileNotFoundError, match=r"xquad-r/vi.*mlret datasets seed"):
         list(ir_datasets.load("xquad-r/vi").queries_iter())
     assert not list((lareqa.cache_dir() / "xquad-r").glob("vi.json*"))

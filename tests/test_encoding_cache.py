@@ -205,17 +205,28 @@ def test_unwritable_cache_warns_and_keeps_the_embeddings(lareqa_home, tiny, tmp_
     assert torch.equal(got.docs, reference.docs)
 
 
-def test_experiment_no_cache_flag_turns_the_cache_off_for_every_retriever(monkeypatch):
-    from mlret_plugin.cli import experiment
-    from mlret_plugin.cli.main import build_parser
-    from mlret_plugin.encoding import cache_enabled_by_env
+def test_experiment_no_cache_flag_reaches_the_grid_builders(monkeypatch):
+    """--no-cache is passed to the builders as cache=False (the environment is left alone); without it the
+    grids use the default cache (None)."""
+    import os
 
-    monkeypatch.setenv("MLRET_EMBEDDING_CACHE", "1")  # recorded, so the flag's change is undone after the test
-    parser = build_parser()
-    args = parser.parse_args(["experiment", "attention", "--collection", "xquad-r", "--model", "m", "--out", "o"])
-    experiment._apply_cache_arg(args)
-    assert cache_enabled_by_env()
-    args = parser.parse_args(["experiment", "ratio", "--train", "mlqa-r", "--eval", "xquad-r", "--models", "m",
-                              "--max-steps", "1", "--out", "o", "--no-cache"])
-    experiment._apply_cache_arg(args)
-    assert not cache_enabled_by_env()
+    from mlret_plugin.cli.main import main
+    from mlret_plugin.experiments import attention, ratio
+
+    seen = {}
+
+    def stop(name):
+        def builder(*args, cache="unset", **kwargs):
+            seen[name] = cache
+            raise ValueError("stopped by the test")
+        return builder
+
+    monkeypatch.setattr(attention, "build_grid", stop("attention"))
+    monkeypatch.setattr(ratio, "build_ratio_grid", stop("ratio"))
+    monkeypatch.setattr(ratio, "parse_model", lambda text: text)  # no model resolution in this test
+    before = {k: v for k, v in os.environ.items() if k.startswith("MLRET")}
+    assert main(["experiment", "attention", "--collection", "xquad-r", "--model", "m", "--out", "o"]) == 2
+    assert main(["experiment", "ratio", "--train", "mlqa-r", "--eval", "xquad-r", "--models", "m", "--max-steps", "1",
+                 "--out", "o", "--no-cache"]) == 2
+    assert seen == {"attention": None, "ratio": False}
+    assert {k: v for k, v in os.environ.items() if k.startswith("MLRET")} == before

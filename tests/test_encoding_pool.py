@@ -35,7 +35,7 @@ def test_two_cpu_processes_equal_one(lareqa_home, tmp_path):
         ("gpu0", None, "'gpu0' is not a device"),
         ("cuda:0,,cuda:1", None, "no empty items"),
         ("cuda:0", 2, "not both"),
-        (None, 0, "--processes must be an integer >= 1"),
+        (None, 0, "processes must be an integer >= 1"),
         ("cuda:0" if not torch.cuda.is_available() else f"cuda:{torch.cuda.device_count()}", None, "cuda:"),
     ],
 )
@@ -52,7 +52,7 @@ def test_device_lists():
 
 def test_cli_bad_device_fails_before_any_model_loads(lareqa_home, capsys, monkeypatch):
     from mlret_plugin.cli.main import main
-    from mlret_plugin.evaluation import models
+    from mlret_plugin import model as models
 
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("model loaded before --devices was checked"))
     assert main(["evaluate", "xquad-r/en", "--model", "offline-minilm", "--devices", "tpu:0"]) == 2

@@ -10,7 +10,7 @@ from mlret_plugin.cli.main import main
 from mlret_plugin.experiments.noise import NoiseSpec
 from tiny_models import tiny_model_dir
 
-VARIANTS = "dense,local:window=4,block_sparse:block=16:band=0:global=1"
+VARIANTS = "dense,local:window=4,block_sparse:block=16:band=0:num_global=1"
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_grid_writes_rows_degradation_report_plots(lareqa_home, tiny_model, tmp_
     # block-sparse and local are also tested against each other directly, at every noise and pool
     contrasts = [r for r in rows if r["breakdown"] == "contrast"]
     assert len(contrasts) == 2 * 2 * 4 and all(r["p_value"] is not None for r in contrasts)
-    assert {(r["variant"], r["baseline"]) for r in contrasts} == {("block_sparse:block=16:band=0:global=1",
+    assert {(r["variant"], r["baseline"]) for r in contrasts} == {("block_sparse:block=16:band=0:num_global=1",
                                                                    "local:window=4")}
     means = {(r["variant"], r["noise"], r["pool_size"], r["setting"], r["measure"]): r["value"] for r in summary}
     for r in contrasts:
@@ -132,7 +132,7 @@ def test_noise_changes_candidates_only(lareqa_home, tiny_model):
     (["--variants", "dense,sliding:window=3"], "unknown attention kind"),
     (["--noise", "0,-0.5"], "noise level"),
     (["--pool-sizes", "2,12"], "exceeds the 11 languages"),
-    (["--noise", "1", "--candidates", "sentence"], "needs --candidates context"),
+    (["--noise", "1", "--candidates", "sentence"], "needs candidates='context'"),
     (["--max-seq-length", "100000"], "position embeddings"),
     (["--finetune-steps", "2", "--finetune-batch-size", "64"], "distinct groups"),
 ])
@@ -235,4 +235,4 @@ def test_cli_passage_choices_match_the_training_loader():
 def test_seeds_need_finetuning(lareqa_home, tiny_model, tmp_path, capsys):
     code = main(["experiment", "attention", "--collection", "xquad-r", "--model", tiny_model, "--variants", "dense",
                  "--noise", "0", "--pool-sizes", "2", "--seeds", "0,1", "--out", str(tmp_path / "o")])
-    assert code == 2 and "--finetune-steps" in capsys.readouterr().err
+    assert code == 2 and "set finetune_steps" in capsys.readouterr().err

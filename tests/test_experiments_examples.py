@@ -35,7 +35,7 @@ def test_every_part_parses_and_parts_of_a_question_share_one_out(name, capsys):
         assert args.out.startswith("OUT/") and "offline-e5" in " ".join(argv)
         if getattr(args, "finetune_steps", 0) or getattr(args, "experiment", "") == "ratio":
             seeds = args.seeds
-            assert seeds is None or len(seeds.split(",")) == 1 or args.only_untrained  # one seed per part
+            assert seeds is None or len(seeds) == 1 or args.only_untrained  # one seed per part
     assert module.run_parts(module.PARTS, "x", ["--list"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == len(module.PARTS)
 
@@ -45,6 +45,6 @@ def test_training_parts_cover_three_seeds_per_cell():
 
     parser = build_parser()
     for name in ("e5_ratio", "e5_paper_claim"):
-        seeds = {parser.parse_args(command(p, "m", "OUT")).seeds for p in _load(name).PARTS
+        seeds = {tuple(parser.parse_args(command(p, "m", "OUT")).seeds) for p in _load(name).PARTS
                  if not parser.parse_args(command(p, "m", "OUT")).only_untrained}
-        assert seeds == {"0", "1", "2"}
+        assert seeds == {(0,), (1,), (2,)}

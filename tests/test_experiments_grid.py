@@ -12,11 +12,11 @@ from mlret_plugin.experiments.variants import VariantError, parse_variant, parse
 
 
 def test_variants_parse_into_set_attention_keywords():
-    vs = parse_variants("dense, local:window=64:global=1 ,block_sparse:block=32:random=2:band=1:seed=3")
+    vs = parse_variants("dense, local:window=64:num_global=1 ,block_sparse:block=32:num_random=2:band=1:seed=3")
     assert [v.kind for v in vs] == ["dense", "local", "block_sparse"]
     assert vs[1].config == {"window": 64, "num_global": 1}
     assert vs[2].config == {"block": 32, "num_random": 2, "band": 1, "seed": 3}
-    assert vs[2].label == "block_sparse:block=32:random=2:band=1:seed=3"
+    assert vs[2].label == "block_sparse:block=32:num_random=2:band=1:seed=3"
     from mlret_plugin.attention.config import SparsityConfig
 
     for v in vs:  # every parsed variant is a config the attention helper accepts
@@ -27,11 +27,11 @@ def test_variants_parse_into_set_attention_keywords():
     ("sparse:block=32", "unknown attention kind"),
     ("local:size=64", "unknown option 'size'"),
     ("local", "needs window"),
-    ("local:window=-1", "must be >= 0"),
+    ("local:window=-1", "must be an integer >= 0"),
     ("local:window=abc", "not an integer"),
-    ("block_sparse:block=48", "expected one of"),
+    ("block_sparse:block=48", r"must be one of \(16, 32, 64, 128\)"),
     ("block_sparse:block=32:block=64", "given twice"),
-    ("block_sparse:block", "not key=value"),
+    ("block_sparse:block", "not KEY=VALUE"),
     ("dense:window=3", "allowed: none"),
     ("block_sparse:block=32:per_head=2", "0 or 1"),
 ])

@@ -76,15 +76,15 @@ def test_ratio_grid_rows_params_report_and_resume(lareqa_home, tiny_model, tmp_p
 
 @pytest.mark.parametrize("argv, message", [
     (["--alphas", "0,1.5"], "in [0, 1]"),
-    (["--max-steps", "0"], "--max-steps"),
+    (["--max-steps", "0"], "max_steps 0"),
     (["--models", "{m}:layers=9"], "the model has 2"),
     (["--models", "{m}:depth=1"], "unknown option"),
     (["--train", "nope-r"], "not an mlret dataset id"),
     (["--eval-langs", "en,xx"], "no language(s) ['xx']"),
     (["--batch-size", "64"], "distinct groups"),
-    (["--baseline", "0.5"], "not among --alphas"),
+    (["--baseline", "0.5"], "not among the alphas"),
     (["--seeds", "0,0"], "distinct integers"),
-    (["--train", "x.jsonl", "--holdout-articles", "2"], "needs --train to be a dataset id"),
+    (["--train", "x.jsonl", "--holdout-articles", "2"], "needs train to be a dataset id"),
 ])
 def test_bad_input_fails_before_training(lareqa_home, tiny_model, tmp_path, capsys, argv, message):
     base = {"--train": "mlqa-r", "--alphas": "0,1", "--max-steps": "2", "--models": "{m}", "--eval-langs": "en,de",

@@ -57,7 +57,7 @@ def test_noise_on_real_paragraphs_with_the_offline_tokenizer(real_lareqa_home):
 
     from mlret_plugin.datasets import Subset
     from mlret_plugin.experiments.noise import NoiseSpec, add_noise, paragraph_of
-    from mlret_plugin.offline import offline_minilm_path
+    from mlret_plugin.models.offline import offline_minilm_path
 
     path = offline_minilm_path()
     if path is None:

@@ -47,8 +47,8 @@ def test_train_image_rows_saves_a_dual_encoder_and_evaluates(files, tmp_path):
 
 
 @pytest.mark.parametrize("extra,message", [
-    ([], "pass --image-tower DIM"),
-    (["--image-tower", "16", "--attention", "local", "--attention-option", "window=4"], "--attention applies"),
+    ([], "(--image-tower DIM) to build a dual encoder"),
+    (["--image-tower", "16", "--attention", "local", "--attention-option", "window=4"], "--attention) applies"),
     (["--lock-text"], "--lock-text applies"),
 ])
 def test_image_rows_need_a_dual_encoder(files, tmp_path, capsys, extra, message):
@@ -73,4 +73,4 @@ def test_image_tower_with_text_rows_is_an_error(tmp_path, capsys):
     code = main(["train", "--train", str(path), "--no-eval", "--model", str(tiny_model_dir("bert", tmp_path)),
                  "--image-tower", "16", "--max-steps", "1", "--out", str(tmp_path / "o")])
     assert code == 2
-    assert "--image-tower DIM needs image-text rows" in capsys.readouterr().err
+    assert "(--image-tower DIM) needs image-text rows" in capsys.readouterr().err

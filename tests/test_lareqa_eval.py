@@ -153,7 +153,7 @@ def test_per_query_sink_matches_the_rows_and_round_trips(lareqa_home, tiny, tmp_
 
 
 def test_systems_are_tested_against_the_first_one(lareqa_home, tiny, tmp_path):
-    """With out_dir and two systems, the second one's Mono / Cross / Multi AP and MaxRankDist carry a paired
+    """With a baseline and two systems, the second one's Mono / Cross / Multi AP and MaxRankDist carry a paired
     test against the first: Δ is exactly the difference of the reported summaries, the CI contains it, and a
     system tested against an identical copy of itself gets p = 1."""
     from mlret_plugin.evaluation.lareqa import read_per_query
@@ -162,7 +162,8 @@ def test_systems_are_tested_against_the_first_one(lareqa_home, tiny, tmp_path):
     dense = DenseRetriever(tiny, show_progress_bar=False, name="tiny")
     no_hit = next(iter(pool("xquad-r", ["de"]).load().queries_iter())).query_id
     out = tmp_path / "o"
-    rows = run_lareqa("xquad-r", [FixedRun(no_hit), dense], langs=["en", "de", "es"], progress=False, out_dir=out)
+    rows = run_lareqa("xquad-r", [FixedRun(no_hit), dense], langs=["en", "de", "es"], progress=False, out_dir=out,
+                      baseline="fixed")
     summary = {(r["system"], r["setting"], r["measure"]): r for r in rows if r["breakdown"] == "summary"}
     tested = [r for r in rows if r.get("p_value") is not None]
     assert {(r["system"], r["setting"], r["measure"]) for r in tested} == {

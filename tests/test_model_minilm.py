@@ -9,7 +9,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mlret_plugin import AttentionSwapTransformer, load_model, set_attention  # noqa: E402
-from mlret_plugin.offline import offline_minilm_path  # noqa: E402
+from mlret_plugin.models.offline import offline_minilm_path  # noqa: E402
 
 TEXTS = [
     "Where was the Treaty of Westphalia signed?",

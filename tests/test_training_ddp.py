@@ -36,6 +36,7 @@ def test_ddp_steps_are_consistent_across_ranks(tmp_path):
     assert proc.returncode == 0, stderr[-4000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world_size"] for r in ranks] == [2, 2]
+    assert [r["process_rank"] for r in ranks] == [0, 1]
     seen0, seen1 = ranks[0]["seen"], ranks[1]["seen"]
     # 44 groups / (4 per batch x 2 ranks) = 5 full steps and 4 groups left per epoch, 2 epochs. Under DDP
     # sentence-transformers forces dataloader_drop_last=True (with a warning); the sampler honours it, so the

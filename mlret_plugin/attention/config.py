@@ -4,8 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-KINDS = ("dense", "local", "block_sparse")
-BLOCK_SIZES = (16, 32, 64, 128)
+from mlret_plugin.constants import ATTENTION_KINDS as KINDS, BLOCK_SIZES
 
 
 @dataclass(frozen=True)

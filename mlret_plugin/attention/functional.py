@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from mlret_plugin.attention.config import SparsityConfig
+from mlret_plugin.constants import ATTENTION_BACKENDS
 from mlret_plugin.attention.layout import BlockLayout
 
-BACKENDS = ("auto", "torch", "triton")
+BACKENDS = ATTENTION_BACKENDS
 TRITON_MODULE = "mlret_plugin.attention.triton_kernel"
 
 

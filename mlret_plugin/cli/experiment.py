@@ -12,11 +12,11 @@ import argparse
 import os
 import sys
 
+from mlret_plugin.cli import types
+from mlret_plugin.constants import CANDIDATE_KINDS, PASSAGE_FIELDS
 from mlret_plugin.datasets import COLLECTIONS
 
-PASSAGE_FIELDS = ("text", "context", "text+context")  # training.data's; literal so the parser stays light
-
-DEFAULT_POOLS = {"xquad-r": "2,4,7,11", "mlqa-r": "2,4,7"}
+DEFAULT_VARIANTS = "dense,local:window=64,block_sparse:block=32"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -32,15 +32,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     at.add_argument("--collection", required=True, choices=sorted(COLLECTIONS))
     at.add_argument("--model", required=True, help="sentence-transformers folder, hub id, 'offline-e5' or 'offline-minilm'")
-    at.add_argument("--variants", default="dense,local:window=64,block_sparse:block=32",
-                    help="comma-separated KIND[:key=value...]: dense; local:window=W[:global=G]; "
-                         "block_sparse:block=B[:band=N:global=N:random=N:stride=N:per_head=0|1:seed=S] (dense is required)")
-    at.add_argument("--noise", default="0,0.5,1", help="noise levels: distractor tokens / original context tokens")
+    at.add_argument("--variants", type=types.variants, default=DEFAULT_VARIANTS,
+                    help="comma-separated attention patterns KIND[:KEY=VALUE...] with SparsityConfig's option names: "
+                         "dense; local:window=W[:num_global=G]; block_sparse:block=B[:band=N:num_global=N:"
+                         f"num_random=N:stride=N:per_head=0|1:seed=S] (dense is required; default {DEFAULT_VARIANTS})")
+    at.add_argument("--noise", type=types.numbers, default="0,0.5,1",
+                    help="noise levels: distractor tokens / original context tokens")
     at.add_argument("--mixed-noise", action="store_true", help="distractors from every language (default: same language)")
-    at.add_argument("--pool-sizes", default=None,
+    at.add_argument("--pool-sizes", type=types.integers, default=None,
                     help="pool sizes (default 2,4,7,11 for xquad-r, 2,4,7 for mlqa-r); languages: en first, then a "
                          "seeded order, nested")
-    at.add_argument("--candidates", choices=("context", "sentence"), default="context",
+    at.add_argument("--candidates", choices=CANDIDATE_KINDS, default="context",
                     help="(sentence, paragraph) pairs [default; needed for noise] or the sentence alone")
     at.add_argument("--max-seq-length", type=int, default=None,
                     help="raise / lower the model's max_seq_length (noise is capped there; default: the model's)")
@@ -53,7 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     at.add_argument("--finetune-passages", choices=PASSAGE_FIELDS, default="text+context",
                     help="training passage: the answer sentence with its paragraph [default], or either alone")
     at.add_argument("--seed", type=int, default=0, help="data seed: the noise draws and the pool order")
-    at.add_argument("--seeds", default=None,
+    at.add_argument("--seeds", type=types.integers, default=None,
                     help="training seeds of --finetune-steps, e.g. 0,1,2 [default with fine-tuning]; one per command "
                          "to split a grid over commands sharing --out")
     at.add_argument("--out", required=True, help="output folder (reuse it to resume)")
@@ -67,23 +69,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     ra.add_argument("--train", required=True, help="training data: mlret dataset id (e.g. mlqa-r) or JSONL")
     ra.add_argument("--eval", required=True, choices=sorted(COLLECTIONS), help="evaluation collection")
-    ra.add_argument("--eval-langs", default=None, help="restrict evaluation to these languages (comma-separated)")
-    ra.add_argument("--models", required=True,
+    ra.add_argument("--eval-langs", type=types.names, default=None,
+                    help="restrict evaluation to these languages (comma-separated)")
+    ra.add_argument("--models", type=types.models, required=True,
                     help="comma-separated models, each PATH_OR_ID[:layers=N], e.g. offline-minilm:layers=2,offline-minilm")
-    ra.add_argument("--alphas", default="0,0.25,0.5,0.75,1")
+    ra.add_argument("--alphas", type=types.numbers, default="0,0.25,0.5,0.75,1")
     ra.add_argument("--max-steps", type=int, required=True)
     ra.add_argument("--batch-size", type=int, default=16, help="pairs per training batch")
     ra.add_argument("--learning-rate", type=float, default=2e-5)
     ra.add_argument("--passage-field", choices=PASSAGE_FIELDS, default="text",
                     help="training passages: the answer sentence [default], its paragraph, or both")
-    ra.add_argument("--candidates", choices=("context", "sentence"), default="sentence",
+    ra.add_argument("--candidates", choices=CANDIDATE_KINDS, default="sentence",
                     help="evaluation candidates (default sentence: matches the default training passages, and is fast)")
     ra.add_argument("--no-untrained", action="store_true", help="skip the untrained starting point per model")
     ra.add_argument("--only-untrained", action="store_true",
                     help="evaluate only each model's untrained starting point (one part of a grid split over commands)")
-    ra.add_argument("--seeds", default="0,1,2",
+    ra.add_argument("--seeds", type=types.integers, default="0,1,2",
                     help="training seeds (default 0,1,2); one per command to split a grid over commands sharing --out")
-    ra.add_argument("--baseline", default="0.5",
+    ra.add_argument("--baseline", type=types.baseline, default="0.5",
                     help="the alpha every other alpha is tested against (default 0.5), or 'untrained'")
     ra.add_argument("--holdout-articles", type=int, default=0, metavar="K",
                     help="hold K seeded articles of --train out of training and also evaluate on their questions")
@@ -98,14 +101,6 @@ def _add_cache_arg(parser: argparse.ArgumentParser) -> None:
                         help="do not read or write the embedding cache (see `mlret cache info`)")
 
 
-def _apply_cache_arg(args: argparse.Namespace) -> None:
-    # Every DenseRetriever an experiment builds reads this switch (mlret_plugin.encoding.cache).
-    if args.no_cache:
-        from mlret_plugin.encoding.cache import ENV_SWITCH
-
-        os.environ[ENV_SWITCH] = "0"
-
-
 def _fail(e: Exception) -> int:
     print(f"mlret experiment: error: {e}", file=sys.stderr)
     return 2
@@ -113,17 +108,16 @@ def _fail(e: Exception) -> int:
 
 def run_attention_cli(args: argparse.Namespace) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _apply_cache_arg(args)
     from mlret_plugin.experiments.attention import build_grid, run_attention_grid
 
     try:
         grid, model = build_grid(
-            args.collection, args.model, args.variants, args.noise, args.pool_sizes or DEFAULT_POOLS[args.collection], args.out,
+            args.collection, args.model, args.variants, args.noise, args.pool_sizes, args.out,
+            seeds=args.seeds, cache=False if args.no_cache else None,
             candidates=args.candidates, mixed_noise=args.mixed_noise, seed=args.seed,
             max_seq_length=args.max_seq_length, batch_size=args.batch_size, backend=args.backend,
             finetune_steps=args.finetune_steps, finetune_train=args.finetune_train, finetune_alpha=args.finetune_alpha,
-            finetune_batch_size=args.finetune_batch_size,
-            finetune_passages=args.finetune_passages, seeds=args.seeds,
+            finetune_batch_size=args.finetune_batch_size, finetune_passages=args.finetune_passages,
         )
     except (ValueError, TypeError, FileNotFoundError) as e:
         return _fail(e)
@@ -134,16 +128,15 @@ def run_attention_cli(args: argparse.Namespace) -> int:
 
 def run_ratio_cli(args: argparse.Namespace) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    _apply_cache_arg(args)
     from mlret_plugin.experiments.ratio import build_ratio_grid, run_ratio_grid
 
     try:
         grid = build_ratio_grid(
             args.train, args.eval, args.models, args.alphas, args.max_steps, args.out, eval_langs=args.eval_langs,
+            seeds=args.seeds, baseline=args.baseline, cache=False if args.no_cache else None,
             candidates=args.candidates, passage_field=args.passage_field, batch_size=args.batch_size,
-            learning_rate=args.learning_rate, seeds=args.seeds, baseline=args.baseline,
-            include_untrained=not args.no_untrained, only_untrained=args.only_untrained,
-            holdout_articles=args.holdout_articles,
+            learning_rate=args.learning_rate, include_untrained=not args.no_untrained,
+            only_untrained=args.only_untrained, holdout_articles=args.holdout_articles,
             holdout_seed=args.holdout_seed,
         )
     except (ValueError, TypeError, FileNotFoundError) as e:

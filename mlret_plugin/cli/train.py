@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import random
 import sys
 from pathlib import Path
 
-from mlret_plugin.cli.experiment import PASSAGE_FIELDS
+from mlret_plugin.cli import types
 from mlret_plugin.cli.prompts import add_prompt_arguments
+from mlret_plugin.constants import CANDIDATE_KINDS, PASSAGE_FIELDS
 from mlret_plugin.training.run import LOSSES
 
 
@@ -37,17 +36,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                          "projection, image -> a small CNN) with DIM-dimensional shared embeddings")
     tr.add_argument("--lock-text", action="store_true",
                     help="with --image-tower: freeze the whole text tower and cache its caption embeddings")
-    tr.add_argument("--eval-langs", default=None, help="comma-separated languages of the evaluation collection")
+    tr.add_argument("--eval-langs", type=types.names, default=None,
+                    help="comma-separated languages of the evaluation collection")
     tr.add_argument("--no-eval", action="store_true", help="train and save only")
     tr.add_argument("--model", required=True,
                     help="model folder, hub id, 'offline-e5', 'offline-minilm' or 'default' (as in mlret evaluate)")
     add_prompt_arguments(tr, where=" in training and evaluation")
-    tr.add_argument("--attention", default=None, choices=("dense", "local", "block_sparse"),
-                    help="attention pattern to train with (mlret_plugin.load_model kinds); saved with the model")
+    tr.add_argument("--attention", default=None, type=types.attention_pattern, metavar="PATTERN",
+                    help="attention pattern to train with, saved with the model: KIND[:KEY=VALUE...] with "
+                         "SparsityConfig's option names, e.g. local:window=64 or block_sparse:block=32:num_random=2")
     tr.add_argument("--attention-option", action="append", default=[], metavar="KEY=VALUE",
-                    help="attention option (SparsityConfig field or backend), e.g. window=64; repeatable")
+                    help="one more option of --attention (a SparsityConfig field, or backend=auto|torch|triton), "
+                         "e.g. window=64; repeatable")
     tr.add_argument("--alpha", type=float, default=0.5, help="probability of a monolingual (X-X) batch (default 0.5)")
-    tr.add_argument("--languages", default=None, help="comma-separated training languages (default: all in the data)")
+    tr.add_argument("--languages", type=types.names, default=None,
+                    help="comma-separated training languages (default: all in the data)")
     tr.add_argument("--language-sampling", choices=("uniform", "proportional"), default="uniform")
     tr.add_argument("--passage", choices=PASSAGE_FIELDS, default="text",
                     help="for dataset ids: the answer sentence [default], its paragraph, or both")
@@ -65,7 +68,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--seed", type=int, default=42)
     tr.add_argument("--save-steps", type=int, default=500)
     tr.add_argument("--resume", action="store_true", help="continue from the latest OUT/checkpoints/checkpoint-*")
-    tr.add_argument("--candidates", choices=("context", "sentence"), default="context",
+    tr.add_argument("--candidates", choices=CANDIDATE_KINDS, default="context",
                     help="evaluation candidates: (sentence, paragraph) [default, as LAReQA] or sentence alone")
     tr.add_argument("--no-cache", action="store_true",
                     help="evaluate without reading or writing the embedding cache (see `mlret cache info`)")
@@ -73,28 +76,39 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     tr.set_defaults(func=run_train)
 
 
-def _options(pairs: list[str]) -> dict:
-    out = {}
-    for pair in pairs:
+def attention_choice(args: argparse.Namespace):
+    """(SparsityConfig or None, attention backend or None) from --attention and --attention-option, checked."""
+    from mlret_plugin.attention.config import SparsityConfig
+    from mlret_plugin.attention.spec import PatternError, parse_options
+    from mlret_plugin.constants import ATTENTION_BACKENDS
+
+    backend = None
+    pairs = []
+    for pair in args.attention_option:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--attention-option {pair!r}: expected KEY=VALUE, e.g. window=64")
-        for cast in (int, float):
-            try:
-                value = cast(value)
-                break
-            except ValueError:
-                continue
-        out[key] = value
-    return out
-
-
-def _csv(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+        if key.strip() == "backend" and sep:
+            backend = value.strip()
+        else:
+            pairs.append(pair)
+    if args.attention is None:
+        if args.attention_option:
+            raise ValueError("--attention-option needs --attention PATTERN")
+        return None, None
+    if backend is not None and backend not in ATTENTION_BACKENDS:
+        raise ValueError(f"--attention-option backend={backend}: expected one of {ATTENTION_BACKENDS}")
+    kind, options = args.attention
+    extra = parse_options(pairs, "--attention-option")
+    clash = sorted(set(extra) & set(options))
+    if clash:
+        raise PatternError(f"--attention-option {clash} repeat options of --attention")
+    try:
+        return SparsityConfig(kind=kind, **options, **extra), backend
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"--attention {kind} with options {dict(options, **extra)}: {e}") from None
 
 
 def check_args(args: argparse.Namespace):
-    """Fail before any work: returns (train source, eval subset or None, eval langs, attention options)."""
+    """Fail before any work: returns (train subset or None, eval subset or None, eval langs, (pattern, backend))."""
     from mlret_plugin.datasets import parse_dataset_id
     from mlret_plugin.datasets.subsets import check_langs
 
@@ -119,12 +133,12 @@ def check_args(args: argparse.Namespace):
         if not train_is_file:
             raise ValueError(f"--eval {args.eval}: a file of image-text rows evaluates image-text training "
                              "(--train FILE.jsonl of image rows); evaluate text training on a dataset id")
-        eval_langs = _csv(args.eval_langs)
+        eval_langs = args.eval_langs
     elif not args.no_eval:
         if not args.eval:
             raise ValueError("--eval DATASET_ID is required (e.g. --eval xquad-r), or pass --no-eval")
         eval_subset = parse_dataset_id(args.eval)
-        langs = _csv(args.eval_langs) or sorted(set(eval_subset.qlangs) | set(eval_subset.dlangs))
+        langs = args.eval_langs or sorted(set(eval_subset.qlangs) | set(eval_subset.dlangs))
         eval_langs = list(check_langs(eval_subset.collection, langs))
         if (train_subset is not None and train_subset.collection == eval_subset.collection
                 and not args.holdout_articles):
@@ -133,103 +147,37 @@ def check_args(args: argparse.Namespace):
                 "(train on one collection, evaluate on another, e.g. --train mlqa-r --eval xquad-r), or hold out "
                 "articles with --holdout-articles K and evaluate on their questions"
             )
-    options = _options(args.attention_option)
-    if options and args.attention is None:
-        raise ValueError("--attention-option needs --attention KIND")
-    if args.attention is not None:  # the whole pattern is validated before the data and model load
-        from mlret_plugin.attention import BACKENDS, SparsityConfig
-
-        pattern = {k: v for k, v in options.items() if k != "backend"}
-        try:
-            SparsityConfig.coerce(args.attention, **pattern)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"--attention {args.attention} with options {pattern}: {e}") from None
-        if options.get("backend", "auto") not in BACKENDS:
-            raise ValueError(f"--attention-option backend={options['backend']}: expected one of {BACKENDS}")
-    return train_subset, eval_subset, eval_langs, options
-
-
-def _load_model(args: argparse.Namespace, options: dict, images: bool = False):
-    from mlret_plugin.evaluation.models import resolve_model_spec
-    from mlret_plugin.multimodal import build_dual_encoder, is_dual_encoder_dir, load_dual_encoder
-
-    resolved = resolve_model_spec(args.model)
-    if resolved is None:
-        raise ValueError(f"--model {args.model!r}: no model is available (see the warning above)")
-    dual = Path(resolved).is_dir() and is_dual_encoder_dir(resolved)
-    if images or dual:
-        if not images:
-            raise ValueError(f"--model {args.model}: an image-text dual encoder; train it on image-text rows "
-                             "({group_id, lang, query, image})")
-        if dual and args.image_tower is not None:
-            raise ValueError(f"--model {args.model} already has an image tower; drop --image-tower")
-        if args.attention is not None:
-            raise ValueError("--attention applies to text models; not supported with image-text training")
-        if dual:
-            return load_dual_encoder(resolved)
-        if args.image_tower is None:
-            raise ValueError(f"--train {args.train} has image-text rows but --model {args.model} is a text model: "
-                             "pass --image-tower DIM to build a dual encoder around it, or --model a saved dual "
-                             "encoder (mlret_plugin.multimodal.build_dual_encoder(...).save(PATH))")
-        from mlret_plugin.evaluation.models import load_model
-
-        return build_dual_encoder(load_model(resolved), args.image_tower, lock_text=args.lock_text)
-    if args.image_tower is not None:
-        raise ValueError("--image-tower DIM needs image-text rows in --train (rows with 'image' in place of 'passage')")
-    if args.attention is not None:
-        import mlret_plugin
-
-        return mlret_plugin.load_model(resolved, attention=args.attention, **options)
-    from mlret_plugin.evaluation.models import load_model
-
-    return load_model(resolved)
-
-
-def holdout_articles(dataset_id: str, k: int, seed: int) -> list[int]:
-    """K article numbers of the collection (numbered as in its English file, as ``group_articles``), seeded."""
-    import ir_datasets
-
-    import mlret_plugin  # noqa: F401  registers the ids
-
-    docs = list(ir_datasets.load(dataset_id).docs_iter())
-    english = [d for d in docs if d.lang == "en"] or docs
-    articles = sorted({int(d.doc_id.split("-")[1][1:]) for d in english})
-    if k >= len(articles):
-        raise ValueError(f"--holdout-articles {k}: {dataset_id} has only {len(articles)} articles")
-    return sorted(random.Random(seed).sample(articles, k))
-
-
-def process_rank() -> int:
-    """This process's global rank under torchrun / accelerate launch (their RANK variable), else 0."""
-    return int(os.environ.get("RANK", "0") or 0)
+    return train_subset, eval_subset, eval_langs, attention_choice(args)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
-        train_subset, eval_subset, eval_langs, options = check_args(args)
+        train_subset, eval_subset, eval_langs, (pattern, attention_backend) = check_args(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"mlret train: {e}", file=sys.stderr)
         return 2
     from mlret_plugin.training import load_parallel
-    from mlret_plugin.training.run import train_hybrid
+    from mlret_plugin.training.run import process_rank, train_hybrid
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     held_out = None
     if args.holdout_articles:
+        from mlret_plugin.training.splits import holdout_articles
+
         held_out = holdout_articles(args.train, args.holdout_articles, args.seed)
         if not process_rank():  # every rank draws the same articles (seeded); one writes them
-            from mlret_plugin.evaluation.report import atomic_write_text
+            from mlret_plugin.atomic import atomic_write_text
 
             atomic_write_text(out / "holdout.json", json.dumps({"dataset": args.train, "articles": held_out}) + "\n")
     try:
-        data = load_parallel(args.train, passage_field=args.passage, languages=_csv(args.languages),
+        data = load_parallel(args.train, passage_field=args.passage, languages=args.languages,
                              exclude_articles=set(held_out) if held_out else None)
     except (ValueError, FileNotFoundError) as e:
         print(f"mlret train: {e}", file=sys.stderr)
         return 2
-    from mlret_plugin.multimodal import is_image_dataset
+    from mlret_plugin.multimodal.trainable import trainable_model
+    from mlret_plugin.training.image_data import is_image_dataset
 
     images = is_image_dataset(data)
     if images and eval_subset is not None:
@@ -241,14 +189,15 @@ def run_train(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        model = _load_model(args, options, images=images)
+        model = trainable_model(args.model, images=images, image_tower=args.image_tower, lock_text=args.lock_text,
+                                attention=pattern, attention_backend=attention_backend)
     except ValueError as e:
         print(f"mlret train: {e}", file=sys.stderr)
         return 2
     try:
         saved = train_hybrid(
             model, data, out, alpha=args.alpha, batch_size=args.batch_size, epochs=args.epochs,
-            max_steps=args.max_steps, languages=_csv(args.languages), language_sampling=args.language_sampling,
+            max_steps=args.max_steps, languages=args.languages, language_sampling=args.language_sampling,
             seed=args.seed, learning_rate=args.lr, warmup_ratio=args.warmup_ratio, save_steps=args.save_steps,
             resume=args.resume, loss=args.loss, mini_batch_size=args.mini_batch_size,
             query_prompt=args.query_prompt, passage_prompt=args.passage_prompt,
@@ -273,7 +222,7 @@ def run_train(args: argparse.Namespace) -> int:
                                cache=False if args.no_cache else None)
     query_groups = None
     if held_out and train_subset.collection == eval_subset.collection:
-        from mlret_plugin.training.data import held_out_groups
+        from mlret_plugin.training.splits import held_out_groups
 
         query_groups = held_out_groups(args.train, set(held_out))
         print(f"evaluating the {len(query_groups)} held-out questions of articles {held_out} against every "

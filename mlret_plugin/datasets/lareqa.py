@@ -19,8 +19,9 @@ from ir_datasets.datasets.base import Dataset, YamlDocumentation
 from ir_datasets.formats import BaseDocs, BaseQrels, BaseQueries, TrecQrel
 from ir_datasets.indices import DEFAULT_DOCSTORE_OPTIONS, PickleLz4FullStore
 from ir_datasets.util import MetadataComponent, MetadataProvider
-from ir_datasets.util.download import _DownloadConfig
 
+from mlret_plugin.compat import ir_datasets_download, ir_datasets_is_registered
+from mlret_plugin.datasets.ids import doc_id, group_id, lang_of, query_id  # noqa: F401  (lang_of re-exported)
 from mlret_plugin.datasets.subsets import COLLECTIONS, Subset, parse_dataset_id
 
 CACHE_NAME = "mlret/lareqa"
@@ -46,24 +47,6 @@ class LareqaQuery(NamedTuple):
 
     def default_text(self) -> str:
         return self.text
-
-
-def doc_id(lang: str, article: int, paragraph: int, sentence: int) -> str:
-    return f"{lang}-a{article}-p{paragraph}-s{sentence}"
-
-
-def query_id(lang: str, source_id: str) -> str:
-    return f"{lang}-{source_id}"
-
-
-def lang_of(entity_id: str) -> str:
-    """The language of a doc_id or query_id."""
-    return entity_id.split("-", 1)[0]
-
-
-def group_id(query_id: str) -> str:
-    """The source question id, shared by a question's translations."""
-    return query_id.split("-", 1)[1]
 
 
 class ParsedFile(NamedTuple):
@@ -152,7 +135,7 @@ class LareqaSource:
         return downloads_config()[self.collection][self.lang]
 
     def path(self) -> Path:
-        download = _DownloadConfig(contents=downloads_config()).context(self.collection, cache_dir())[self.lang]
+        download = ir_datasets_download(downloads_config(), self.collection, cache_dir())[self.lang]
         cached = Path(download.path(force=False))
         if not cached.exists():
             try:
@@ -297,12 +280,20 @@ def build_subset(subset: Subset, sources: dict[str, LareqaSource] | None = None)
 
 
 def load_subset(subset: Subset) -> Dataset:
-    """Registered ids through ``ir_datasets.load``; pools over chosen languages built on the fly."""
+    """Registered ids through ``ir_datasets.load`` (registering them first); pools over chosen languages
+    built on the fly."""
+    _init()
     try:
         registered = parse_dataset_id(subset.dataset_id) == subset
     except ValueError:
         registered = False
     return ir_datasets.load(subset.dataset_id) if registered else build_subset(subset)
+
+
+def own_language_answers(dataset: Dataset) -> dict[str, str]:
+    """query_id -> the relevant candidate in the query's own language (its answer sentence)."""
+    return {q.query_id: q.doc_id for q in dataset.qrels_iter()
+            if q.relevance > 0 and lang_of(q.doc_id) == lang_of(q.query_id)}
 
 
 class UnknownDatasetId(KeyError):
@@ -336,7 +327,7 @@ def _init() -> None:
     registry = ir_datasets.registry
     sources = {collection: _sources(collection) for collection in COLLECTIONS}
     for dataset_id in dataset_ids():
-        if dataset_id in registry._registered:  # another copy of the plugin registered it already
+        if ir_datasets_is_registered(dataset_id):  # another copy of the plugin registered it already
             continue
         subset = parse_dataset_id(dataset_id)
         registry.register(dataset_id, build_subset(subset, sources[subset.collection]))

@@ -18,9 +18,9 @@ class MlretDatasetProvider:
             parse_dataset_id(name)
         except ValueError as e:
             raise KeyError(str(e)) from e  # PyTerrier's contract for an unknown name
-        import mlret_plugin
+        from mlret_plugin import datasets
 
-        mlret_plugin.register()
+        datasets.register()
         return _lareqa_pt_dataset(name)
 
     def list_dataset_names(self) -> list[str]:

@@ -14,6 +14,8 @@ import weakref
 
 import torch
 
+from mlret_plugin.compat import hf_attn_implementation
+
 FINGERPRINT_VERSION = 1
 _weights_memo: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
 
@@ -79,14 +81,16 @@ def _module_configs(model) -> list:
         config = dict(module.get_config_dict()) if hasattr(module, "get_config_dict") else {}
         cls = type(module)
         if (config.get("attention") or {}).get("kind") == "dense":
-            # The plugin's module in dense mode runs the model's own attention: the same encoder as plain ST.
-            config.pop("attention")
-            config.pop("attention_backend", None)
+            # The plugin's module in dense mode runs the model's own attention: the same encoder as plain ST, so
+            # it is described as the plain Transformer (without the plugin's additions: the pattern, and the
+            # model_kwargs it saves to keep a missing pooler, which plain sentence-transformers never saves).
+            for key in ("attention", "attention_backend", "model_kwargs"):
+                config.pop(key, None)
             cls = cls.__mro__[1]
         auto = getattr(module, "auto_model", None)
         hf_config = auto.config.to_dict() if auto is not None else None
         if hf_config is not None:
-            hf_config["_attn_implementation"] = auto.config._attn_implementation
+            hf_config["_attn_implementation"] = hf_attn_implementation(auto.config)
             hf_config.pop("_name_or_path", None)  # content-addressed: the same weights anywhere are one model
         out.append({"class": f"{cls.__module__}.{cls.__qualname__}", "config": config,
                     "hf_config": hf_config})

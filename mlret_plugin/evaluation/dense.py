@@ -15,12 +15,13 @@ from typing import Iterable, Iterator, NamedTuple
 import numpy as np
 import torch
 
+from mlret_plugin.constants import CANDIDATE_KINDS
 from mlret_plugin.datasets import Subset, parse_dataset_id
 from mlret_plugin.evaluation.measures import FullDepthEvaluator, Qrels
+from mlret_plugin.prompts import resolve_prompt
 
 log = logging.getLogger(__name__)
 
-CANDIDATE_KINDS = ("context", "sentence")
 SCORE_CHUNK_ROWS = 128  # query rows per score chunk: 128 x 13k float32 = 6.7 MB, truncated runs stay small
 
 
@@ -46,7 +47,7 @@ def _lang_subset(collection: str, lang: str) -> Subset:
 class DenseRetriever:
     """A sentence-transformers model as a retriever over LAReQA subsets.
 
-    ``model`` is a path, a hub id (resolved by ``mlret_plugin.evaluation.models.load_model``) or an
+    ``model`` is a path, a hub id or an alias (loaded by ``mlret_plugin.load_model``) or an
     in-memory ``SentenceTransformer``. ``run(subset, depth)`` returns {qid: {docid: score}} with every
     query of the subset present; ``evaluate_full_depth`` gives exact full-ranking measures. Embeddings
     are kept per language for the retriever's lifetime (``clear_cache()`` after changing the model) and
@@ -79,7 +80,8 @@ class DenseRetriever:
 
         self.devices = parse_devices(devices, processes)  # fail before the model loads
         if isinstance(model, (str, Path)):
-            from mlret_plugin.evaluation.models import load_model, model_name, resolve_model_spec
+            from mlret_plugin.model import load_model
+            from mlret_plugin.models.specs import model_name, resolve_model_spec
 
             resolved = resolve_model_spec(model)
             if resolved is None:
@@ -97,9 +99,8 @@ class DenseRetriever:
             )
         self.normalize = similarity == "cosine"
         self.candidates = candidates
-        self.query_prompt, self.query_prompt_source = _choose_prompt(self.model, query_prompt, ("query",))
-        self.passage_prompt, self.passage_prompt_source = _choose_prompt(self.model, passage_prompt,
-                                                                         ("passage", "document"))
+        self.query_prompt, self.query_prompt_source = resolve_prompt(self.model, query_prompt, "query")
+        self.passage_prompt, self.passage_prompt_source = resolve_prompt(self.model, passage_prompt, "passage")
         _check_prompts_pooled(self.model, default_name, self.query_prompt, self.passage_prompt)
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar
@@ -273,18 +274,6 @@ def _top_k_into(run: dict, qids: list[str], scores: np.ndarray, doc_ids: list[st
     for i, qid in enumerate(qids):
         cols = top[i]
         run[qid] = {doc_ids[c]: float(scores[i, c]) for c in cols.tolist()}
-
-
-def _choose_prompt(model, given: str | None, names: tuple[str, ...]) -> tuple[str, str]:
-    """(prompt, where it came from): the argument when given (even ""), else the model's first non-empty
-    prompt among ``names`` (sentence-transformers >= 5 adds empty "query" / "document" prompts), else ""."""
-    if given is not None:
-        return given, "argument"
-    prompts = getattr(model, "prompts", None) or {}
-    for name in names:
-        if prompts.get(name):
-            return prompts[name], f"model:{name}"
-    return "", "none"
 
 
 def _check_prompts_pooled(model, name: str, *prompts: str) -> None:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Collection, Iterable
 
 from mlret_plugin.atomic import atomic_open
+from mlret_plugin.constants import SETTINGS
 from mlret_plugin.datasets import Subset, group_id, pool
 from mlret_plugin.datasets.subsets import check_langs
 from mlret_plugin.evaluation.measures import (
@@ -35,7 +35,6 @@ from mlret_plugin.evaluation.runs import run_path, write_run
 
 log = logging.getLogger(__name__)
 
-SETTINGS = ("mono", "cross", "multi")
 
 
 def lareqa_subsets(collection: str, langs: Iterable[str] | None = None) -> dict[str, list[Subset]]:
@@ -70,7 +69,12 @@ def evaluate_subset(
     return values, top
 
 
-def _rows(system: str, subset: Subset, values: dict, breakdown: str) -> list[dict]:
+BREAKDOWN = {"mono": "language", "cross": "pair", "multi": "pool"}  # how a setting's subsets are broken down
+
+
+def subset_rows(system: str, subset: Subset, values: dict, breakdown: str, by_query_lang: bool = True) -> list[dict]:
+    """Result rows of one system on one subset from its per-query ``values`` ({measure: {qid: value}}); a pool's
+    rows are also broken down by query language (``by_query_lang``)."""
     rows = []
     for measure, per_q in values.items():
         row = {
@@ -81,7 +85,7 @@ def _rows(system: str, subset: Subset, values: dict, breakdown: str) -> list[dic
             "queries": len(per_q),
         }
         rows.append(row)
-        if subset.setting == "multi":  # the pool broken down by query language
+        if by_query_lang and subset.setting == "multi":  # the pool broken down by query language
             by_lang: dict[str, dict[str, float]] = {}
             for qid, value in per_q.items():
                 by_lang.setdefault(query_lang(qid), {})[qid] = value
@@ -117,6 +121,7 @@ def run_lareqa(
     progress: bool = True,
     query_groups: Collection[str] | None = None,
     per_query_sink: list | None = None,
+    baseline: str | None = None,
 ) -> list[dict]:
     """Evaluate retrievers (``.name``, ``.run(subset, depth)``; dense ones also ``evaluate_full_depth``)
     on the LAReQA settings. Returns result rows (summary rows first); writes results.jsonl, runs,
@@ -124,10 +129,10 @@ def run_lareqa(
     are judged (and written to runs); a subset left with none of them is skipped with a warning.
     ``per_query_sink``: a list that receives one record per (retriever, subset, measure):
     ``{"system", "setting", "dataset", "measure", "values": {query_id: value}}``; with ``out_dir`` they are
-    also written to ``out_dir/per_query.jsonl.gz``. With ``out_dir`` and two or more retrievers, every
-    retriever's Mono / Cross / Multi AP and MaxRankDist are tested against the first retriever's
-    (``evaluation.paired.test_systems``: fields ``p_value``, ``p_holm``, ``ci_low``, ``ci_high``, ... on its
-    summary rows) and the report lists the tests."""
+    also written to ``out_dir/per_query.jsonl.gz``. ``baseline``: the name of one retriever; every other
+    retriever's Mono / Cross / Multi AP and MaxRankDist are tested against it (``evaluation.paired.test_systems``:
+    fields ``p_value``, ``p_holm``, ``ci_low``, ``ci_high``, ... on its summary rows, Holm across all of them),
+    and the report lists the tests. ``progress``: log each subset as it starts (INFO)."""
     subsets = lareqa_subsets(collection, langs)
     chosen = tuple(subset.qlangs[0] for subset in subsets["mono"])
     unknown = [s for s in settings if s not in SETTINGS]
@@ -142,7 +147,9 @@ def run_lareqa(
     rows: list[dict] = []
     timings: dict[str, float] = {}
     work = [(s, subset) for s in SETTINGS if s in settings for subset in subsets[s]]
-    paired = out_dir is not None and len(retrievers) > 1
+    if baseline is not None and baseline not in names:
+        raise ValueError(f"baseline={baseline!r} is not among the retrievers {names}")
+    paired = baseline is not None and len(retrievers) > 1
     if paired and per_query_sink is None:
         per_query_sink = []
     if query_groups is not None:
@@ -153,7 +160,7 @@ def run_lareqa(
         start = time.perf_counter()
         for i, (setting, subset) in enumerate(work, start=1):
             if progress:
-                print(f"[{retriever.name}] {i}/{len(work)} {subset.dataset_id}", file=sys.stderr, flush=True)
+                log.info("[%s] %d/%d %s", retriever.name, i, len(work), subset.dataset_id)
             qrels = qrels_dict(subset.load().qrels_iter())
             if query_groups is not None:
                 qrels = {q: docs for q, docs in qrels.items() if group_id(q) in query_groups}
@@ -163,10 +170,10 @@ def run_lareqa(
                     continue
             chosen_measures = parsed if setting == "multi" else pair_measures
             values, run = evaluate_subset(retriever, subset, chosen_measures, qrels, run_depth, bm25_depth)
-            breakdown = {"mono": "language", "cross": "pair", "multi": "pool"}[setting]
+            breakdown = BREAKDOWN[setting]
             if query_groups is not None:
                 run = {q: docs for q, docs in run.items() if q in qrels}
-            rows += _rows(retriever.name, subset, values, breakdown)
+            rows += subset_rows(retriever.name, subset, values, breakdown)
             if per_query_sink is not None:
                 per_query_sink += [{"system": retriever.name, "setting": setting, "dataset": subset.dataset_id,
                                     "measure": str(m), "values": v} for m, v in values.items()]
@@ -183,7 +190,7 @@ def run_lareqa(
     if paired:
         from mlret_plugin.evaluation.paired import test_systems
 
-        test_systems(result, per_query_sink, baseline=names[0])
+        test_systems(result, per_query_sink, baseline=baseline)
     if out_dir is not None:
         from mlret_plugin.evaluation.report import system_settings, write_lareqa_outputs
 

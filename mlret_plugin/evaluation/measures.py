@@ -18,12 +18,12 @@ import ir_measures
 import numpy as np
 from ir_measures import Measure
 
+from mlret_plugin.datasets.ids import lang_of as query_lang
+from mlret_plugin.constants import DEFAULT_MEASURES, LAREQA_MEASURES, MAX_RANK_DIST  # noqa: F401  (re-exported)
+
 Qrels = Mapping[str, Mapping[str, int]]
 Run = Mapping[str, Mapping[str, float]]
 
-DEFAULT_MEASURES = ("AP", "nDCG@10", "R@10", "RR@10", "R@100")
-LAREQA_MEASURES = ("AP", "R@1", "R@10", "MaxRankDist")
-MAX_RANK_DIST = "MaxRankDist"
 # Measures whose values on a truncated run would differ from the complete ranking.
 _COUNTING_MEASURES = ("NumRet", "NumRelRet", "NumQ", "SetP", "SetR", "SetF", "SetAP", "SetRelP")
 
@@ -109,12 +109,6 @@ def per_query(measures: list[Measure], qrels: Qrels, run: Run) -> dict[Measure, 
         for qid in qrels:
             values[measure].setdefault(qid, float(measure.DEFAULT))
     return values
-
-
-def query_lang(query_id: str) -> str:
-    """The language prefix of a LAReQA query id (``de-5725...`` -> ``de``); other ids form one group."""
-    head, sep, _ = query_id.partition("-")
-    return head if sep else ""
 
 
 def aggregate(measure: Measure, values: Mapping[str, float]) -> float:

@@ -11,6 +11,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from mlret_plugin.tables import markdown_table
 from mlret_plugin.evaluation.stats import ALPHA, N_RESAMPLES, Comparison, compare, holm, weighted_values
 
 TESTED = (("mono", "AP"), ("cross", "AP"), ("multi", "AP"), ("multi", "MaxRankDist"))
@@ -86,7 +87,7 @@ def tests_table(rows: list[dict], name_of: Callable[[dict], str]) -> str:
     with_seeds = any("seeds" in r for r in tested)
     header = ["comparison"] + (["eval"] if with_eval else []) + ["setting", "measure", "Δ", "95% CI", "p", "p (Holm)",
                                                                 "queries / questions"] + (["seeds"] if with_seeds else [])
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    body = []
     for r in tested:
         digits = 1 if r["measure"] == "MaxRankDist" else 4
         cells = [f"{name_of(r)} vs {r['baseline']}"] + ([r.get("eval") or "-"] if with_eval else []) + [
@@ -95,8 +96,8 @@ def tests_table(rows: list[dict], name_of: Callable[[dict], str]) -> str:
             f"{r['n_queries']} / {r['n_units']}"]
         if with_seeds:
             cells.append(",".join(map(str, r.get("test_seeds", r.get("seeds")) or ["-"])))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return markdown_table(header, body)
 
 
 def method_note(n_tests: int, seeds: bool = True) -> str:

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Iterable
 
 from mlret_plugin.atomic import atomic_path, atomic_write_text
-
-SETTING_TITLES = {"mono": "Mono", "cross": "Cross", "multi": "Multi"}
+from mlret_plugin.constants import SETTING_TITLES
+from mlret_plugin.tables import markdown_table
 
 
 def write_results_jsonl(rows: Iterable[dict], path: Path) -> Path:
@@ -22,12 +22,6 @@ def _fmt(value: float, measure: str) -> str:
     if value != value:
         return "n/a"
     return f"{value:.1f}" if measure == "MaxRankDist" else f"{value:.4f}"
-
-
-def _table(header: list[str], body: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
-    return "\n".join(lines)
 
 
 def _systems(rows: list[dict]) -> list[str]:
@@ -48,7 +42,7 @@ def lareqa_summary_table(rows: list[dict]) -> str:
     for system in _systems(summary):
         values = {(r["setting"], r["measure"]): r["value"] for r in summary if r["system"] == system}
         body.append([system] + [_fmt(values[c], c[1]) if c in values else "" for c in columns])
-    return _table(header, body)
+    return markdown_table(header, body)
 
 
 def _language_table(rows: list[dict], system: str) -> str:
@@ -61,7 +55,7 @@ def _language_table(rows: list[dict], system: str) -> str:
     for lang in langs:
         values = {(r["breakdown"], r["measure"]): r["value"] for r in mono + pool if r["qlang"] == lang}
         body.append([lang] + [_fmt(values[c], c[1]) if c in values else "" for c in columns])
-    return _table(header, body)
+    return markdown_table(header, body)
 
 
 def cross_matrix(rows: list[dict], system: str, measure: str = "AP") -> tuple[list[str], list[list[float]]]:
@@ -75,7 +69,7 @@ def cross_matrix(rows: list[dict], system: str, measure: str = "AP") -> tuple[li
 def _matrix_table(rows: list[dict], system: str, measure: str = "AP") -> str:
     langs, matrix = cross_matrix(rows, system, measure)
     body = [[q] + [_fmt(v, measure) for v in line] for q, line in zip(langs, matrix)]
-    return _table(["q \\ d"] + langs, body)
+    return markdown_table(["q \\ d"] + langs, body)
 
 
 def heatmap(rows: list[dict], system: str, path: Path, measure: str = "AP") -> Path | None:
@@ -162,7 +156,7 @@ def systems_table(rows: list[dict]) -> str | None:
 
     body = [[name, row.get("candidates", ""), prompt(row, "query"), prompt(row, "passage")]
             for name, row in described.items()]
-    return _table(["system", "candidates", "query prompt", "passage prompt"], body)
+    return markdown_table(["system", "candidates", "query prompt", "passage prompt"], body)
 
 
 def lareqa_markdown(rows: list[dict], collection: str, langs: Iterable[str], timings: dict | None = None,
@@ -226,7 +220,7 @@ def evaluate_table(rows: list[dict]) -> str:
     for dataset, system in keys:
         values = {r["measure"]: r["value"] for r in rows if (r["dataset"], r["system"]) == (dataset, system)}
         body.append([dataset, system] + [_fmt(values[m], m) if m in values else "" for m in measures])
-    return _table(["dataset", "system"] + measures, body)
+    return markdown_table(["dataset", "system"] + measures, body)
 
 
 def write_evaluate_outputs(rows: list[dict], out_dir: Path) -> dict[str, Path]:

@@ -31,6 +31,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from mlret_plugin.datasets.ids import group_id, lang_of
+
 TEST_NAME = "paired randomisation (sign-flip) test over questions, scipy.stats.permutation_test"
 N_RESAMPLES = 5000
 ALPHA = 0.05
@@ -53,15 +55,6 @@ class Comparison:
         return asdict(self)
 
 
-def _query_lang(query_id: str) -> str:
-    return query_id.split("-", 1)[0]
-
-
-def _group(query_id: str) -> str:
-    head, sep, tail = query_id.partition("-")
-    return tail if sep else query_id
-
-
 def weighted_values(records: Iterable[Record], setting: str, measure: str) -> dict[tuple[str, str], tuple[float, float]]:
     """(subset dataset id, query id) -> (weight in the setting's summary, value), for one setting and measure."""
     chosen = [r for r in records if r["setting"] == setting and r["measure"] == measure]
@@ -72,7 +65,7 @@ def weighted_values(records: Iterable[Record], setting: str, measure: str) -> di
         by_lang: dict[str, list[tuple[str, str, float]]] = {}
         for r in chosen:
             for qid, value in r["values"].items():
-                by_lang.setdefault(_query_lang(qid), []).append((r["dataset"], qid, value))
+                by_lang.setdefault(lang_of(qid), []).append((r["dataset"], qid, value))
         for items in by_lang.values():
             for dataset, qid, value in items:
                 out[(dataset, qid)] = (1.0 / (len(by_lang) * len(items)), float(value))
@@ -105,7 +98,7 @@ def unit_differences(system: Mapping, baseline: Mapping) -> tuple[np.ndarray, np
     diff: dict[str, float] = {}
     weight: dict[str, float] = {}
     for key, (w, value) in system.items():
-        g = _group(key[1])
+        g = group_id(key[1])
         diff[g] = diff.get(g, 0.0) + w * (value - baseline[key][1])
         weight[g] = weight.get(g, 0.0) + w
     groups = sorted(diff)

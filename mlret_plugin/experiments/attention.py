@@ -27,20 +27,27 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
+from mlret_plugin.constants import CANDIDATE_KINDS, LAREQA_MEASURES
 from mlret_plugin.experiments.cache import CellCache, cell_key
 from mlret_plugin.experiments.significance import save_per_query
 from mlret_plugin.experiments.noise import NoiseSpec
 from mlret_plugin.experiments.pools import parse_pool_sizes, pool_languages
-from mlret_plugin.experiments.variants import AttentionVariant, parse_variants
+from mlret_plugin.experiments.variants import AttentionVariant, check_variants
+
+if TYPE_CHECKING:
+    from mlret_plugin.attention.config import SparsityConfig
 
 log = logging.getLogger(__name__)
 
-MEASURES = ("AP", "R@1", "R@10", "MaxRankDist")
+MEASURES = LAREQA_MEASURES
 TRAIN_FOR = {"xquad-r": "mlqa-r", "mlqa-r": "xquad-r"}  # zero-shot: fine-tune on the other collection
+DEFAULT_POOLS = {"xquad-r": (2, 4, 7, 11), "mlqa-r": (2, 4, 7)}
 
 
 @dataclass
@@ -66,6 +73,7 @@ class AttentionGrid:
     model_label: str = ""
     resolved_model: str = field(default="", repr=False)
     train_data: object = field(default=None, repr=False)  # loaded and checked by build_grid
+    embedding_cache: object = field(default=None, repr=False)  # DenseRetriever's cache=: None default, False off
 
     def cells(self) -> list[tuple[AttentionVariant, float, int, int | None]]:
         return [(v, n, p, s) for v in self.variants for n in self.noise for p in self.pool_sizes for s in self.seeds]
@@ -95,40 +103,55 @@ class AttentionGrid:
         return params.get("experiment") == "attention" and fixed(params) == fixed(reference)
 
 
-def parse_seeds(text: str | None, finetune_steps: int) -> list[int | None]:
-    """``--seeds 0,1,2`` -> [0, 1, 2]; a zero-shot grid has no training seed ([None])."""
-    if text is None:
+def check_seeds(seeds: Sequence[int] | None, finetune_steps: int) -> list[int | None]:
+    """The training seeds of a fine-tuned grid (default 0, 1, 2); a zero-shot grid has none ([None])."""
+    if seeds is None:
         return [0, 1, 2] if finetune_steps else [None]
-    try:
-        seeds = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    seeds = list(seeds)
     if not seeds:
-        raise ValueError("--seeds is empty; e.g. 0,1,2")
+        raise ValueError("seeds is empty; e.g. [0, 1, 2]")
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"seeds {seeds}: expected integers, e.g. [0, 1, 2]")
     if not finetune_steps:
-        raise ValueError("--seeds: a zero-shot swap trains nothing, so it has no training seed; add --finetune-steps N "
-                         "(--seed sets the noise draws and pool order)")
+        raise ValueError("seeds: a zero-shot swap trains nothing, so it has no training seed; set finetune_steps "
+                         "(seed sets the noise draws and pool order)")
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds {text!r}: a seed is given twice")
+        raise ValueError(f"seeds {seeds}: a seed is given twice")
     return seeds
 
 
-def parse_noise(text: str) -> list[float]:
-    try:
-        levels = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--noise {text!r}: expected comma-separated numbers, e.g. 0,0.5,1") from None
+def check_noise(levels: Sequence[float]) -> list[float]:
+    """Noise levels, sorted and unique; each a finite number >= 0."""
+    levels = [float(x) for x in levels]
     if not levels:
-        raise ValueError("--noise is empty; e.g. 0,0.5,1")
+        raise ValueError("noise is empty; e.g. [0, 0.5, 1]")
     for level in levels:
         NoiseSpec(level)  # >= 0 and finite, else a clear error
     return sorted(set(levels))
 
 
+def parse_seeds(text: str | None, finetune_steps: int) -> list[int | None]:
+    """``"0,1,2"`` -> [0, 1, 2] (checked as ``check_seeds``)."""
+    return check_seeds(None if text is None else _integers(text, "seeds"), finetune_steps)
+
+
+def parse_noise(text: str) -> list[float]:
+    """``"0,0.5,1"`` -> [0.0, 0.5, 1.0] (checked as ``check_noise``)."""
+    try:
+        return check_noise([float(x) for x in text.split(",") if x.strip()])
+    except ValueError as e:
+        raise ValueError(f"noise {text!r}: {e}" if "could not convert" in str(e) else str(e)) from None
+
+
+def _integers(text: str, name: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{name} {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+
+
 def load_swappable(model_path: str, max_seq_length: int | None):
     """The model with swappable attention; a clear error when its architecture cannot swap."""
-    if Path(model_path).is_dir():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder never needs the hub
     from mlret_plugin.model import check_swappable, load_model
 
     model = load_model(model_path)
@@ -136,33 +159,57 @@ def load_swappable(model_path: str, max_seq_length: int | None):
     if max_seq_length is not None:
         positions = getattr(model[0].auto_model.config, "max_position_embeddings", None)
         if positions is not None and max_seq_length > positions:
-            raise ValueError(f"--max-seq-length {max_seq_length} exceeds the model's {positions} position embeddings")
+            raise ValueError(f"max_seq_length {max_seq_length} exceeds the model's {positions} position embeddings")
         model.max_seq_length = max_seq_length
     return model
 
 
-def build_grid(collection: str, model: str, variants: str, noise: str, pool_sizes: str, out: str | Path,
-               seeds: str | None = None, **options) -> tuple[AttentionGrid, object]:
-    """Validate every argument and load the model (checking it can swap attention) before any cell runs."""
+def _from_text(value, parse, name: str):
+    """A builder argument given as command-line text (the API before typed values): parsed, with a warning."""
+    if isinstance(value, str):
+        warnings.warn(f"{name}: pass a list, not the command-line text {value!r} (text goes in the next release)",
+                      DeprecationWarning, stacklevel=3)
+        return parse(value)
+    return value
+
+
+def build_grid(collection: str, model: str, variants: Sequence["AttentionVariant | SparsityConfig | str"],
+               noise: Sequence[float] = (0.0,), pool_sizes: Sequence[int] | None = None, out: str | Path = "",
+               seeds: Sequence[int] | None = None, *, cache=None, **options) -> tuple[AttentionGrid, object]:
+    """Validate every argument and load the model (checking it can swap attention) before any cell runs.
+
+    ``variants``: patterns (``AttentionVariant``, ``SparsityConfig`` or pattern text such as
+    ``"local:window=64"``), dense among them; ``noise``: levels >= 0; ``pool_sizes``: default every size of
+    ``DEFAULT_POOLS``; ``seeds``: training seeds of a fine-tuned grid; ``cache``: the embedding cache
+    (None: the default one, False: off, a folder); ``options``: the other ``AttentionGrid`` fields. Errors
+    name the parameter."""
     from mlret_plugin.datasets import COLLECTIONS
-    from mlret_plugin.evaluation.models import model_name, resolve_model_spec
+    from mlret_plugin.models.specs import model_name, resolve_model_spec
 
     if collection not in COLLECTIONS:
-        raise ValueError(f"--collection {collection!r}; expected one of {sorted(COLLECTIONS)}")
-    grid = AttentionGrid(collection=collection, model=model, variants=parse_variants(variants),
-                         noise=parse_noise(noise), pool_sizes=parse_pool_sizes(pool_sizes, collection),
-                         out=Path(out), **options)
-    grid.seeds = parse_seeds(seeds, grid.finetune_steps)
-    if grid.candidates not in ("context", "sentence"):
-        raise ValueError(f"--candidates {grid.candidates!r}; expected context or sentence")
+        raise ValueError(f"collection {collection!r}; expected one of {sorted(COLLECTIONS)}")
+    if not out:
+        raise ValueError("out: an output folder is required (reuse it to resume)")
+    variants = _from_text(variants, lambda t: [v.strip() for v in t.split(",") if v.strip()], "variants")
+    noise = _from_text(noise, parse_noise, "noise")
+    pool_sizes = _from_text(pool_sizes, lambda t: parse_pool_sizes(t, collection), "pool_sizes")
+    seeds = _from_text(seeds, lambda t: _integers(t, "seeds"), "seeds")
+    grid = AttentionGrid(collection=collection, model=model, variants=check_variants(variants),
+                         noise=check_noise(noise),
+                         pool_sizes=parse_pool_sizes(DEFAULT_POOLS[collection] if pool_sizes is None else pool_sizes,
+                                                     collection),
+                         out=Path(out), embedding_cache=cache, **options)
+    grid.seeds = check_seeds(seeds, grid.finetune_steps)
+    if grid.candidates not in CANDIDATE_KINDS:
+        raise ValueError(f"candidates {grid.candidates!r}; expected one of {CANDIDATE_KINDS}")
     if grid.candidates == "sentence" and any(n > 0 for n in grid.noise):
-        raise ValueError("--noise > 0 lengthens the candidates' context; it needs --candidates context")
+        raise ValueError("noise > 0 lengthens the candidates' context; it needs candidates='context'")
     if grid.finetune_steps < 0:
-        raise ValueError(f"--finetune-steps {grid.finetune_steps}; expected >= 0")
+        raise ValueError(f"finetune_steps {grid.finetune_steps}; expected >= 0")
     if grid.finetune_steps and not grid.finetune_train:
         grid.finetune_train = TRAIN_FOR[collection]
     if not 0 <= grid.finetune_alpha <= 1:
-        raise ValueError(f"--finetune-alpha {grid.finetune_alpha}; expected a value in [0, 1]")
+        raise ValueError(f"finetune_alpha {grid.finetune_alpha}; expected a value in [0, 1]")
     if grid.finetune_steps:
         from mlret_plugin.experiments.finetune import check_batches, load_train_data
 
@@ -170,7 +217,7 @@ def build_grid(collection: str, model: str, variants: str, noise: str, pool_size
         check_batches(grid.train_data, grid.finetune_batch_size, grid.finetune_alpha)
     path = resolve_model_spec(model)
     if path is None:
-        raise ValueError(f"--model {model}: no dense model is available")
+        raise ValueError(f"model {model!r}: no dense model is available")
     grid.resolved_model = str(path)
     grid.model_label = grid.model_label or model_name(path)
     loaded = load_swappable(grid.resolved_model, grid.max_seq_length)
@@ -236,7 +283,7 @@ def run_attention_grid(grid: AttentionGrid, model=None, progress: bool = True) -
                         retriever = NoisyDenseRetriever(
                             model, NoiseSpec(noise, mixed=grid.mixed_noise, seed=grid.seed), shared_queries=shared_queries,
                             candidates=grid.candidates, batch_size=grid.batch_size, show_progress_bar=False,
-                            name=f"{variant.label}@noise={noise:g}",
+                            name=f"{variant.label}@noise={noise:g}", cache=grid.embedding_cache,
                         )
                     start = time.perf_counter()
                     records: list[dict] = []
@@ -381,4 +428,5 @@ def _header(grid: AttentionGrid, cells: list[dict]) -> str:
     ])
 
 
-__all__ = ["AttentionGrid", "attention_points", "build_grid", "parse_noise", "parse_seeds", "run_attention_grid"]
+__all__ = ["AttentionGrid", "DEFAULT_POOLS", "attention_points", "build_grid", "check_noise", "check_seeds", "parse_noise",
+           "parse_seeds", "run_attention_grid"]

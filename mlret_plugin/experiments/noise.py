@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
 from mlret_plugin.datasets import LareqaDoc
+from mlret_plugin.datasets.ids import paragraph_of, parallel_paragraph
 
 PAIR_OVERHEAD = 3  # [CLS] A [SEP] B [SEP] (BERT); XLM-R's <s> A </s></s> B </s> needs 4: pass pair_overhead
 MAX_SKIPS = 32  # consecutive distractors that do not fit before a paragraph is declared full
@@ -79,18 +80,6 @@ def token_counter(tokenizer=None) -> Callable[[str], int]:
     return count
 
 
-def paragraph_of(doc_id: str) -> str:
-    """``en-a3-p2-s0`` -> ``en-a3-p2``."""
-    head, sep, sentence = doc_id.rpartition("-s")
-    if not sep or not sentence.isdigit():
-        raise ValueError(f"doc_id {doc_id!r}: expected {{lang}}-a{{article}}-p{{paragraph}}-s{{sentence}}")
-    return head
-
-
-def _parallel_key(paragraph: str) -> str:
-    return paragraph.split("-", 1)[1]  # drop the language: translations share it
-
-
 def add_noise(
     docs: Sequence[LareqaDoc],
     spec: NoiseSpec,
@@ -116,7 +105,7 @@ def add_noise(
     pools: dict[str, list[tuple[str, str]]] = {}  # lang (or "*") -> [(parallel key, sentence)]
     for doc in source:
         key = "*" if spec.mixed else doc.lang
-        pools.setdefault(key, []).append((_parallel_key(paragraph_of(doc.doc_id)), doc.text))
+        pools.setdefault(key, []).append((parallel_paragraph(doc.doc_id), doc.text))
     token_cache: dict[str, int] = {}
 
     def tokens(text: str) -> int:
@@ -135,7 +124,7 @@ def add_noise(
             budget = max(0, max_length - pair_overhead - longest - original)
         pool_key = "*" if spec.mixed else members[0].lang
         candidates = pools.get(pool_key, [])
-        own = _parallel_key(paragraph)
+        own = parallel_paragraph(members[0].doc_id)
         rng = random.Random(f"{spec.seed}:{paragraph}")
         chosen: list[str] = []
         added, skips, used = 0, 0, set()

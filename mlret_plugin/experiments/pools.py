@@ -35,19 +35,19 @@ def parse_pool_sizes(text: str | Iterable[int], collection: str) -> list[int]:
         try:
             sizes = [int(part) for part in text.split(",") if part.strip()]
         except ValueError:
-            raise ValueError(f"--pool-sizes {text!r}: expected comma-separated integers, e.g. 2,4,7,11") from None
+            raise ValueError(f"pool_sizes {text!r}: expected comma-separated integers, e.g. 2,4,7,11") from None
     else:
         sizes = [int(s) for s in text]
     if not sizes:
-        raise ValueError("--pool-sizes is empty; e.g. 2,4,7,11")
+        raise ValueError("pool_sizes is empty; e.g. [2, 4, 7, 11]")
     n = len(COLLECTIONS.get(collection, ()))
     if collection not in COLLECTIONS:
         raise ValueError(f"unknown collection {collection!r}; expected one of {sorted(COLLECTIONS)}")
     for size in sizes:
         if size < 2:
-            raise ValueError(f"--pool-sizes: {size} is too small; a pool needs >= 2 languages for cross-lingual pairs")
+            raise ValueError(f"pool_sizes: {size} is too small; a pool needs >= 2 languages for cross-lingual pairs")
         if size > n:
-            raise ValueError(f"--pool-sizes: {size} exceeds the {n} languages of {collection} ({', '.join(COLLECTIONS[collection])})")
+            raise ValueError(f"pool_sizes: {size} exceeds the {n} languages of {collection} ({', '.join(COLLECTIONS[collection])})")
     return sorted(set(sizes))
 
 

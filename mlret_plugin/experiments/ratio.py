@@ -27,13 +27,16 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
+from mlret_plugin.constants import CANDIDATE_KINDS, LAREQA_MEASURES
 from mlret_plugin.experiments.cache import CellCache, cell_key
 from mlret_plugin.experiments.significance import save_per_query
 
-MEASURES = ("AP", "R@1", "R@10", "MaxRankDist")
+MEASURES = LAREQA_MEASURES
 
 
 @dataclass(frozen=True)
@@ -44,49 +47,83 @@ class ModelSpec:
     label: str
 
 
-def parse_models(text: str) -> list[ModelSpec]:
-    """``M1,M2:layers=4`` -> ModelSpecs (paths resolved, options checked)."""
-    from mlret_plugin.evaluation.models import model_name, resolve_model_spec
+def model_spec(name: str, layers: int | None = None) -> ModelSpec:
+    """A model of the size series: ``name`` (folder, hub id or alias) keeping its first ``layers`` layers
+    (None: all), resolved and labelled."""
+    from mlret_plugin.models.specs import model_name, resolve_model_spec
 
-    specs = [s.strip() for s in text.split(",") if s.strip()]
-    if not specs:
-        raise ValueError("--models is empty; e.g. offline-minilm:layers=2,offline-minilm:layers=4,offline-minilm")
-    out = []
-    for spec in specs:
-        name, *options = spec.split(":")
-        layers = None
-        for option in options:
-            key, sep, value = option.partition("=")
-            if key != "layers" or not sep:
-                raise ValueError(f"--models {spec!r}: unknown option {option!r}; the only option is layers=N")
-            try:
-                layers = int(value)
-            except ValueError:
-                raise ValueError(f"--models {spec!r}: layers={value!r} is not an integer") from None
-            if layers < 1:
-                raise ValueError(f"--models {spec!r}: layers={layers}; expected >= 1")
-        path = resolve_model_spec(name)
-        if path is None:
-            raise ValueError(f"--models {spec!r}: no dense model is available")
-        base = model_name(path)
-        out.append(ModelSpec(spec, str(path), layers, base if layers is None else f"{base}[first {layers} layers]"))
+    if layers is not None and (isinstance(layers, bool) or not isinstance(layers, int) or layers < 1):
+        raise ValueError(f"models: {name!r} with layers={layers!r}; expected an integer >= 1 (or None for all)")
+    path = resolve_model_spec(name)
+    if path is None:
+        raise ValueError(f"models: {name!r}: no dense model is available")
+    base = model_name(path)
+    spec = name if layers is None else f"{name}:layers={layers}"
+    return ModelSpec(spec, str(path), layers, base if layers is None else f"{base}[first {layers} layers]")
+
+
+def parse_model(text: str) -> ModelSpec:
+    """``NAME[:layers=N]`` -> ModelSpec."""
+    name, *options = text.strip().split(":")
+    layers = None
+    for option in options:
+        key, sep, value = option.partition("=")
+        if key != "layers" or not sep:
+            raise ValueError(f"models: {text!r}: unknown option {option!r}; the only option is layers=N")
+        try:
+            layers = int(value)
+        except ValueError:
+            raise ValueError(f"models: {text!r}: layers={value!r} is not an integer") from None
+    return model_spec(name, layers)
+
+
+def check_models(models: Sequence[ModelSpec | str]) -> list[ModelSpec]:
+    """ModelSpecs from ModelSpecs or ``NAME[:layers=N]`` texts; no model twice."""
+    out = [m if isinstance(m, ModelSpec) else parse_model(m) for m in models]
+    if not out:
+        raise ValueError("models is empty; e.g. ['offline-e5', 'offline-e5:layers=4'] or "
+                         "[model_spec('offline-e5', layers=4)]")
     labels = [m.label for m in out]
     if len(set(labels)) != len(labels):
-        raise ValueError(f"--models: the same model is given twice ({labels})")
+        raise ValueError(f"models: the same model is given twice ({labels})")
     return out
 
 
-def parse_alphas(text: str) -> list[float]:
+def parse_models(text: str) -> list[ModelSpec]:
+    """``M1,M2:layers=4`` -> ModelSpecs (paths resolved, options checked)."""
+    return check_models([s.strip() for s in text.split(",") if s.strip()])
+
+
+def check_alphas(alphas: Sequence[float]) -> list[float]:
+    """Alphas, sorted and unique, each in [0, 1] (the share of monolingual batches)."""
     try:
-        alphas = sorted({float(a) for a in text.split(",") if a.strip()})
-    except ValueError:
-        raise ValueError(f"--alphas {text!r}: expected comma-separated numbers in [0, 1]") from None
-    if not alphas:
-        raise ValueError("--alphas is empty; e.g. 0,0.25,0.5,0.75,1")
-    bad = [a for a in alphas if not 0 <= a <= 1]
+        values = sorted({float(a) for a in alphas})
+    except (TypeError, ValueError):
+        raise ValueError(f"alphas {list(alphas)!r}: expected numbers in [0, 1]") from None
+    if not values:
+        raise ValueError("alphas is empty; e.g. [0, 0.25, 0.5, 0.75, 1]")
+    bad = [a for a in values if not 0 <= a <= 1]
     if bad:
-        raise ValueError(f"--alphas {bad}: alpha is the share of monolingual batches, in [0, 1]")
-    return alphas
+        raise ValueError(f"alphas {bad}: alpha is the share of monolingual batches, in [0, 1]")
+    return values
+
+
+def parse_alphas(text: str) -> list[float]:
+    """``"0,0.5,1"`` -> [0.0, 0.5, 1.0] (checked as ``check_alphas``)."""
+    try:
+        return check_alphas([float(a) for a in text.split(",") if a.strip()])
+    except ValueError:
+        if all(_is_number(a) for a in text.split(",") if a.strip()):
+            raise
+        raise ValueError(f"alphas {text!r}: expected comma-separated numbers in [0, 1]") from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _layer_list(hf):
@@ -107,17 +144,15 @@ def load_sized(spec: ModelSpec):
     """The model, truncated to its first ``spec.layers`` layers; (model, parameter count, total layers)."""
     import torch
 
-    from mlret_plugin.evaluation.models import load_model
+    from mlret_plugin.model import load_model
 
-    if Path(spec.path).is_dir():
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model = load_model(spec.path)
     hf = model[0].auto_model
     path, layers = _layer_list(hf)
     total = len(layers)
     if spec.layers is not None:
         if spec.layers > total:
-            raise ValueError(f"--models {spec.spec!r}: layers={spec.layers} but the model has {total}")
+            raise ValueError(f"models: {spec.spec!r} keeps layers={spec.layers} but the model has {total}")
         kept = torch.nn.ModuleList(list(layers)[: spec.layers])
         parent = hf.encoder if path == "encoder.layer" else hf
         setattr(parent, path.split(".")[-1], kept)
@@ -152,6 +187,7 @@ class RatioGrid:
     held_out: list = field(default_factory=list, repr=False)  # article numbers held out of training
     _evaluations: list | None = field(default=None, repr=False)
     train_data: object = field(default=None, repr=False)  # loaded and checked by build_ratio_grid
+    embedding_cache: object = field(default=None, repr=False)  # DenseRetriever's cache=: None default, False off
 
     def cells(self) -> list[tuple[ModelSpec, float | None, int | None]]:
         untrained = [(None, None)] if self.include_untrained else []
@@ -193,60 +229,91 @@ class RatioGrid:
         return out
 
 
-def parse_seed_list(text: str) -> list[int]:
-    try:
-        seeds = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds {text!r}: expected distinct integers, e.g. 0,1,2")
+def check_seed_list(seeds: Sequence[int]) -> list[int]:
+    """Training seeds: distinct integers."""
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise ValueError(f"seeds {seeds!r}: expected distinct integers, e.g. [0, 1, 2]")
     return seeds
 
 
-def parse_baseline(text: str | None, alphas: list[float], include_untrained: bool) -> float | None:
-    """``--baseline`` -> an alpha of the grid, or None for the untrained model."""
-    if text == "untrained":
+def parse_seed_list(text: str) -> list[int]:
+    """``"0,1,2"`` -> [0, 1, 2] (checked as ``check_seed_list``)."""
+    try:
+        return check_seed_list([int(x) for x in text.split(",") if x.strip()])
+    except ValueError:
+        raise ValueError(f"seeds {text!r}: expected distinct comma-separated integers, e.g. 0,1,2") from None
+
+
+def check_baseline(baseline: float | str | None, alphas: list[float], include_untrained: bool) -> float | None:
+    """The alpha every other alpha is tested against, or None for the untrained model (``"untrained"``)."""
+    if baseline is None or baseline == "untrained":
         if not include_untrained:
-            raise ValueError("--baseline untrained needs the untrained cells; drop --no-untrained")
+            raise ValueError("baseline='untrained' needs the untrained cells; set include_untrained=True")
         return None
     try:
-        value = float(text)
+        value = float(baseline)
     except (TypeError, ValueError):
-        raise ValueError(f"--baseline {text!r}: expected one of the --alphas or 'untrained'") from None
+        raise ValueError(f"baseline {baseline!r}: expected one of the alphas or 'untrained'") from None
     if value not in alphas:
-        raise ValueError(f"--baseline {text}: not among --alphas {', '.join(f'{a:g}' for a in alphas)}; add it there, "
-                         "or pass --baseline untrained / another alpha")
+        raise ValueError(f"baseline {baseline}: not among the alphas {', '.join(f'{a:g}' for a in alphas)}; add it "
+                         "there, or pass baseline='untrained' / another alpha")
     return value
 
 
-def build_ratio_grid(train: str, eval_collection: str, models: str, alphas: str, max_steps: int, out: str | Path,
-                     eval_langs: str | None = None, seeds: str = "0,1,2", baseline: str | None = "0.5",
+def parse_baseline(text: str | None, alphas: list[float], include_untrained: bool) -> float | None:
+    """``"0.5"`` / ``"untrained"`` -> the baseline (checked as ``check_baseline``)."""
+    return check_baseline(text, alphas, include_untrained)
+
+
+def _from_text(value, parse, name: str):
+    """A builder argument given as command-line text (the API before typed values): parsed, with a warning."""
+    if isinstance(value, str) and name != "baseline":
+        warnings.warn(f"{name}: pass a list, not the command-line text {value!r} (text goes in the next release)",
+                      DeprecationWarning, stacklevel=3)
+        return parse(value)
+    return value
+
+
+def build_ratio_grid(train: str, eval_collection: str, models: Sequence[ModelSpec | str], alphas: Sequence[float],
+                     max_steps: int, out: str | Path, eval_langs: Sequence[str] | None = None,
+                     seeds: Sequence[int] = (0, 1, 2), baseline: float | str | None = 0.5, *, cache=None,
                      **options) -> RatioGrid:
-    """Validate every argument (data ids, models, alphas, steps) before any training starts."""
+    """Validate every argument (data ids, models, alphas, steps) before any training starts.
+
+    ``models``: ``ModelSpec`` (``model_spec(name, layers=N)``) or ``"NAME[:layers=N]"``; ``alphas``: in [0, 1];
+    ``baseline``: an alpha of the grid or ``"untrained"``; ``cache``: the embedding cache (None: the default
+    one, False: off, a folder); ``options``: the other ``RatioGrid`` fields. Errors name the parameter."""
     from mlret_plugin.datasets import COLLECTIONS, parse_dataset_id
     from mlret_plugin.datasets.subsets import check_langs
 
     if eval_collection not in COLLECTIONS:
-        raise ValueError(f"--eval {eval_collection!r}: expected a collection, one of {sorted(COLLECTIONS)} (use --eval-langs to restrict)")
+        raise ValueError(f"eval_collection {eval_collection!r}: expected a collection, one of {sorted(COLLECTIONS)} "
+                         "(eval_langs restricts it)")
     if not (str(train).endswith(".jsonl") or Path(train).is_file()):
         parse_dataset_id(train)  # clear error for an unknown id
     if max_steps < 1:
-        raise ValueError(f"--max-steps {max_steps}; expected >= 1")
-    langs = [x.strip() for x in eval_langs.split(",") if x.strip()] if eval_langs else list(COLLECTIONS[eval_collection])
-    grid = RatioGrid(train=train, eval_collection=eval_collection, models=parse_models(models), alphas=parse_alphas(alphas),
-                     max_steps=max_steps, out=Path(out), eval_langs=langs, seeds=parse_seed_list(seeds), **options)
+        raise ValueError(f"max_steps {max_steps}; expected >= 1")
+    models = _from_text(models, lambda t: [s.strip() for s in t.split(",") if s.strip()], "models")
+    alphas = _from_text(alphas, parse_alphas, "alphas")
+    seeds = _from_text(seeds, parse_seed_list, "seeds")
+    eval_langs = _from_text(eval_langs, lambda t: [x.strip() for x in t.split(",") if x.strip()], "eval_langs")
+    langs = list(eval_langs) if eval_langs else list(COLLECTIONS[eval_collection])
+    grid = RatioGrid(train=train, eval_collection=eval_collection, models=check_models(models),
+                     alphas=check_alphas(alphas), max_steps=max_steps, out=Path(out), eval_langs=langs,
+                     seeds=check_seed_list(seeds), embedding_cache=cache, **options)
     if grid.only_untrained and not grid.include_untrained:
-        raise ValueError("--only-untrained and --no-untrained exclude each other")
-    grid.baseline = parse_baseline(baseline, grid.alphas, grid.include_untrained)
+        raise ValueError("only_untrained and include_untrained=False exclude each other")
+    grid.baseline = check_baseline(baseline, grid.alphas, grid.include_untrained)
     grid._langs = check_langs(eval_collection, langs)
-    if grid.candidates not in ("context", "sentence"):
-        raise ValueError(f"--candidates {grid.candidates!r}; expected context or sentence")
+    if grid.candidates not in CANDIDATE_KINDS:
+        raise ValueError(f"candidates {grid.candidates!r}; expected one of {CANDIDATE_KINDS}")
     if grid.holdout_articles < 0:
-        raise ValueError(f"--holdout-articles {grid.holdout_articles}; expected >= 0")
+        raise ValueError(f"holdout_articles {grid.holdout_articles}; expected >= 0")
     if grid.holdout_articles:
         if str(train).endswith(".jsonl") or Path(train).is_file():
-            raise ValueError("--holdout-articles needs --train to be a dataset id (articles come from its doc ids)")
-        from mlret_plugin.cli.train import holdout_articles
+            raise ValueError("holdout_articles needs train to be a dataset id (articles come from its doc ids)")
+        from mlret_plugin.training.splits import holdout_articles
 
         grid.held_out = holdout_articles(train, grid.holdout_articles, grid.holdout_seed)
     from mlret_plugin.experiments.finetune import check_batches, load_train_data
@@ -297,7 +364,8 @@ def run_ratio_grid(grid: RatioGrid, progress: bool = True) -> list[dict]:
             for eval_name, collection, langs, groups in grid.evaluations():
                 # a new retriever per evaluation: candidates of another collection share nothing
                 retriever = DenseRetriever(model, candidates=grid.candidates, batch_size=grid.eval_batch_size,
-                                           show_progress_bar=False, name=f"{spec.label}@alpha={alpha}")
+                                           show_progress_bar=False, name=f"{spec.label}@alpha={alpha}",
+                                           cache=grid.embedding_cache)
                 sink: list[dict] = []
                 found = run_lareqa(collection, [retriever], langs=langs, measures=MEASURES, progress=False,
                                    query_groups=groups, per_query_sink=sink)
@@ -381,5 +449,6 @@ def _header(grid: RatioGrid, cells: list[dict]) -> str:
     ])
 
 
-__all__ = ["ModelSpec", "RatioGrid", "build_ratio_grid", "parse_alphas", "parse_baseline", "parse_models", "parse_seed_list",
-           "ratio_points", "run_ratio_grid"]
+__all__ = ["ModelSpec", "RatioGrid", "build_ratio_grid", "check_alphas", "check_baseline", "check_models",
+           "check_seed_list", "model_spec", "parse_alphas", "parse_baseline", "parse_model", "parse_models",
+           "parse_seed_list", "ratio_points", "run_ratio_grid"]

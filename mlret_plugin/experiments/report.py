@@ -14,10 +14,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
-from mlret_plugin.evaluation.report import atomic_write_text, save_figure, write_results_jsonl
+from mlret_plugin.atomic import atomic_write_text
+from mlret_plugin.constants import SETTINGS
 from mlret_plugin.evaluation.paired import mark, tests_section
-
-SETTINGS = ("mono", "cross", "multi")
+from mlret_plugin.evaluation.report import save_figure, write_results_jsonl
+from mlret_plugin.tables import markdown_table
 _MATCH = ("noise", "mixed_noise", "pool_size", "dataset", "setting", "measure", "breakdown", "qlang", "dlang")
 
 
@@ -44,12 +45,6 @@ def _fmt(x, digits: int = 4) -> str:
 
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:+.1f}%"
-
-
-def _table(header: list[str], body: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in body]
-    return "\n".join(lines)
 
 
 def _noise(r: dict) -> tuple[float, bool]:
@@ -96,7 +91,7 @@ def attention_tables(rows: list[dict], measure: str = "AP") -> str:
                     line.append(f"{_fmt(c['delta'])}{mark(c)} / {_pct(c.get('relative'))}" if c and "delta" in c else "-")
                 line.append(f"{_fmt(mrd['delta'], 1)}{mark(mrd)}" if mrd and "delta" in mrd else "-")
                 body.append(line)
-    return _table(header, body)
+    return markdown_table(header, body)
 
 
 def _attention_name(r: dict) -> str:
@@ -125,7 +120,7 @@ def per_language_table(rows: list[dict], measure: str = "AP") -> str:
                     else:
                         line.append(f"{r['value']:.3f}")
                 body.append(line)
-    return f"Pool of {pool} languages; cells: {measure} (Δ vs dense).\n\n" + _table(header, body)
+    return f"Pool of {pool} languages; cells: {measure} (Δ vs dense).\n\n" + markdown_table(header, body)
 
 
 def _plt():
@@ -217,7 +212,7 @@ def ratio_table(rows: list[dict], measure: str = "AP", eval_name: str | None = N
             body.append([m, f"{params[m] / 1e6:.1f}M" if params.get(m) else "-", "untrained" if a is None else _fmt(a, 2),
                          "-" if a is None else str(n_seeds)]
                         + [_value(c) for c in cells] + [_value(mrd, 1)] + deltas)
-    return _table(header, body)
+    return markdown_table(header, body)
 
 
 def plot_ratio(rows: list[dict], path: Path, measure: str = "AP", eval_name: str | None = None) -> Path | None:

@@ -1,5 +1,8 @@
-"""Image-text (CLIP-style) hybrid batch training and zero-shot cross-lingual image retrieval."""
-from mlret_plugin.multimodal.data import image_parallel_dataset, is_image_dataset
+"""Image-text (CLIP-style) dual encoders and zero-shot cross-lingual image retrieval.
+
+Image-text training rows are training data: ``mlret_plugin.training.image_data`` (re-exported here).
+"""
+from mlret_plugin.training.image_data import image_parallel_dataset, is_image_dataset
 from mlret_plugin.multimodal.encoder import (TinyImageEncoder, build_dual_encoder, is_dual_encoder_dir,
                                              load_dual_encoder)
 

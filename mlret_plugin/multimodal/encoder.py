@@ -18,7 +18,9 @@ from PIL import Image
 from sentence_transformers.base.modules import Dense, InputModule, Router
 from torch import nn
 
-from mlret_plugin.multimodal.images import load_image
+from mlret_plugin.training.images import load_image
+from mlret_plugin.model import CLASS_REF
+from mlret_plugin.prompts import model_prompt
 
 
 class TinyImageEncoder(InputModule):
@@ -197,7 +199,7 @@ def build_dual_encoder(text_model, embedding_dimension: int = 256, image_encoder
         text_modules = [LockedTextTower(text_modules, cache=text_cache)]
     router = Router({"text": [*text_modules, projection], "image": [image_encoder]},
                     route_mappings={(None, "text"): "text", (None, "image"): "image"})
-    query_prompt = (getattr(text_model, "prompts", None) or {}).get("query") or ""
+    query_prompt, _ = model_prompt(text_model, "query")
     model = SentenceTransformer(modules=[router], device=device, similarity_fn_name="cosine",
                                 prompts={"query": query_prompt} if query_prompt else None)
     return model
@@ -220,7 +222,9 @@ def freeze_text_tower(transformer, n_layers: int) -> int:
 
 
 IMAGE_ENCODER_TYPE = f"{TinyImageEncoder.__module__}.{TinyImageEncoder.__name__}"
-OWN_TYPES = (IMAGE_ENCODER_TYPE, f"{LockedTextTower.__module__}.{LockedTextTower.__name__}")
+# This package's own module classes a saved dual encoder may hold: the image tower, the locked text tower, and
+# the swappable-attention Transformer that mlret_plugin.load_model gives a text model.
+OWN_TYPES = (IMAGE_ENCODER_TYPE, f"{LockedTextTower.__module__}.{LockedTextTower.__name__}", CLASS_REF)
 
 
 def is_dual_encoder_dir(path) -> bool:
@@ -235,7 +239,8 @@ def is_dual_encoder_dir(path) -> bool:
 def load_dual_encoder(path, device: str | None = "cpu"):
     """Load a saved dual encoder. sentence-transformers imports a module class outside its namespace only with
     ``trust_remote_code=True``; this sets it after checking that every such class in the saved Router is
-    ``TinyImageEncoder`` or ``LockedTextTower`` (this package's own code), so no other code is imported."""
+    ``TinyImageEncoder``, ``LockedTextTower`` or ``AttentionSwapTransformer`` (this package's own code), so no
+    other code is imported."""
     import json
     from pathlib import Path
 

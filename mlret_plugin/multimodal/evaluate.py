@@ -18,8 +18,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from mlret_plugin.tables import markdown_table
 from mlret_plugin.evaluation.measures import FullDepthEvaluator, aggregate, is_max_rank_dist, parse_measures
-from mlret_plugin.multimodal.images import load_image
+from mlret_plugin.training.images import load_image
 
 CAPTION_MEASURES = ("AP", "R@1", "R@5", "R@10")
 POOL_MEASURES = ("AP", "R@10", "MaxRankDist")
@@ -28,7 +29,7 @@ IMAGE_QUERY_PREFIX = "img"
 
 def eval_table(rows: Iterable[dict], where: str = "evaluation rows") -> list[dict]:
     """Validated rows (image paths resolved and checked, one image per group) as plain dicts."""
-    from mlret_plugin.multimodal.data import image_parallel_dataset
+    from mlret_plugin.training.image_data import image_parallel_dataset
 
     plain = image_parallel_dataset(rows, where).with_format(None)
     return [r for r in plain.select(range(len(plain) - 1)).to_list()]  # the last row is the pair marker
@@ -127,11 +128,6 @@ def _fmt(value: float, measure: str) -> str:
     return "n/a" if value != value else f"{value:.1f}" if measure == "MaxRankDist" else f"{value:.4f}"
 
 
-def _table(header: list[str], body: list[list[str]]) -> str:
-    return "\n".join(["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
-                      *("| " + " | ".join(row) + " |" for row in body)])
-
-
 def language_table(rows: list[dict], measure: str = "AP") -> str:
     """Systems (rows) x caption languages (columns) of caption -> image ``measure``, plus their mean."""
     detail = [r for r in rows if r["breakdown"] == "language" and r["measure"] == measure]
@@ -143,7 +139,7 @@ def language_table(rows: list[dict], measure: str = "AP") -> str:
         body.append([system] + [_fmt(cells.get(lang, float("nan")), measure) for lang in langs]
                     + [_fmt(float(np.mean(list(cells.values()))), measure)])
     name = "mAP" if measure == "AP" else measure
-    return _table(["system"] + [f"{lang} {name}" for lang in langs] + [f"mean {name}"], body)
+    return markdown_table(["system"] + [f"{lang} {name}" for lang in langs] + [f"mean {name}"], body)
 
 
 def summary_table(rows: list[dict]) -> str:
@@ -155,7 +151,7 @@ def summary_table(rows: list[dict]) -> str:
     for system in dict.fromkeys(r["system"] for r in summary):
         cells = {(r["setting"], r["measure"]): r["value"] for r in summary if r["system"] == system}
         body.append([system] + [_fmt(cells[c], c[1]) if c in cells else "" for c in columns])
-    return _table(header, body)
+    return markdown_table(header, body)
 
 
 def heatmap(rows: list[dict], path: Path, measure: str = "AP") -> Path | None:

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from mlret_plugin.evaluation.report import atomic_write_text
-from mlret_plugin.multimodal.images import save_image_atomic
+from mlret_plugin.training.images import save_image_atomic
 
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (50, 80, 230), "yellow": (235, 215, 40),

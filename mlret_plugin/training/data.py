@@ -12,7 +12,7 @@ model card does) reads each row as its own monolingual pair, so the dataset stay
 ``datasets.Dataset`` for the SentenceTransformerTrainer.
 
 Image-text rows (``image`` in place of ``passage``) build the same dataset with image paths as passages,
-opened per batch: ``mlret_plugin.multimodal.data``; ``read_jsonl`` / ``load_parallel`` hand them over.
+opened per batch: ``mlret_plugin.training.image_data``; ``read_jsonl`` / ``load_parallel`` hand them over.
 """
 from __future__ import annotations
 
@@ -23,12 +23,17 @@ from typing import Any, Iterable
 
 import datasets
 
+from mlret_plugin.constants import PASSAGE_FIELDS
+from mlret_plugin.datasets import parse_dataset_id
+from mlret_plugin.datasets.ids import group_id
+from mlret_plugin.datasets.lareqa import own_language_answers
+from mlret_plugin.training.splits import group_articles, held_out_groups  # noqa: F401  (held_out_groups: moved)
+
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("group_id", "lang", "query", "passage")
 NEGATIVE_COLUMN = "negative"
 MARKER_COLUMN = "_pair_marker"
-PASSAGE_FIELDS = ("text", "context", "text+context")
 
 
 def _check_rows(columns: Iterable[str], where: str) -> None:
@@ -40,7 +45,7 @@ def _check_rows(columns: Iterable[str], where: str) -> None:
         )
 
 
-def _pair_transform(batch: dict[str, list]) -> dict[str, list]:
+def compose_pairs(batch: dict[str, list]) -> dict[str, list]:
     """Rows -> (anchor, positive[, negative]). Pair mode when the first row is the marker row."""
     has_negative = NEGATIVE_COLUMN in batch
     if batch[MARKER_COLUMN] and batch[MARKER_COLUMN][0]:
@@ -111,7 +116,7 @@ def parallel_dataset(rows: datasets.Dataset | Iterable[dict], where: str = "rows
     marker = rows.select([0]).with_format(None).to_dict()
     marker[MARKER_COLUMN] = [True]
     rows = datasets.concatenate_datasets([rows, datasets.Dataset.from_dict(marker, features=rows.features)])
-    rows.set_transform(_pair_transform)
+    rows.set_transform(compose_pairs)
     return rows
 
 
@@ -137,7 +142,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
                 raise ValueError(f"{path}:{n}: not valid JSON ({e})") from e
             if not isinstance(row, dict):
                 raise ValueError(f"{path}:{n}: expected a JSON object with {list(REQUIRED_COLUMNS)}, got {row!r}")
-            if "image" in row:  # an image-text row (mlret_plugin.multimodal.data): checked there, naming this line
+            if "image" in row:  # an image-text row (training.image_data): checked there, naming this line
                 row["_where"] = f"{path}:{n}"
                 rows.append(row)
                 continue
@@ -155,14 +160,9 @@ def lareqa_rows(dataset_id: str, passage_field: str = "text", exclude_articles: 
     ``exclude_articles`` drops groups whose answer lies in those article numbers (held-out split by article,
     numbered as in the English file, else the first language that has the group).
     """
-    import ir_datasets
-
-    import mlret_plugin  # noqa: F401  registers the ids
-    from mlret_plugin.datasets import group_id
-
     if passage_field not in PASSAGE_FIELDS:
         raise ValueError(f"passage_field={passage_field!r}; expected one of {PASSAGE_FIELDS}")
-    ds = ir_datasets.load(dataset_id)
+    ds = parse_dataset_id(dataset_id).load()
     docs = {d.doc_id: d for d in ds.docs_iter()}
     answer = own_language_answers(ds)
     rows, no_answer = [], 0
@@ -187,34 +187,6 @@ def lareqa_rows(dataset_id: str, passage_field: str = "text", exclude_articles: 
     return rows
 
 
-def own_language_answers(ds) -> dict[str, str]:
-    """query_id -> the relevant candidate in the query's own language (its answer sentence)."""
-    from mlret_plugin.datasets import lang_of
-
-    return {q.query_id: q.doc_id for q in ds.qrels_iter() if q.relevance > 0 and lang_of(q.doc_id) == lang_of(q.query_id)}
-
-
-def held_out_groups(dataset_id: str, articles: set[int]) -> set[str]:
-    """Groups (question ids) of ``dataset_id`` whose answer lies in ``articles``: exactly the groups
-    ``lareqa_rows(..., exclude_articles=articles)`` drops, so they can be evaluated as a held-out split."""
-    import ir_datasets
-
-    import mlret_plugin  # noqa: F401  registers the ids
-    from mlret_plugin.datasets import group_id, lang_of
-
-    rows = [{"group_id": group_id(qid), "lang": lang_of(qid), "_doc_id": did}
-            for qid, did in own_language_answers(ir_datasets.load(dataset_id)).items()]
-    return {g for g, article in group_articles(rows).items() if article in articles}
-
-
-def group_articles(rows: list[dict]) -> dict[str, int]:
-    """Article number of each group (from its answer doc id ``{lang}-a{article}-...``), English first."""
-    article: dict[str, int] = {}
-    for r in sorted(rows, key=lambda r: r["lang"] != "en"):
-        article.setdefault(r["group_id"], int(r["_doc_id"].split("-")[1][1:]))
-    return article
-
-
 def load_parallel(
     source: str | Path | datasets.Dataset,
     passage_field: str = "text",
@@ -229,8 +201,6 @@ def load_parallel(
             raise FileNotFoundError(f"{source}: no such JSONL file")
         rows, where = read_jsonl(source), str(source)
     else:
-        from mlret_plugin.datasets import parse_dataset_id
-
         parse_dataset_id(str(source))  # clear error for an unknown id
         rows, where = lareqa_rows(str(source), passage_field, exclude_articles), str(source)
     if languages is not None:
@@ -243,7 +213,7 @@ def load_parallel(
     if isinstance(rows, list) and any("image" in r for r in rows):
         if not all("image" in r for r in rows):
             raise ValueError(f"{where}: mixes image-text rows (with 'image') and text rows; use one kind per file")
-        from mlret_plugin.multimodal.data import image_parallel_dataset
+        from mlret_plugin.training.image_data import image_parallel_dataset
 
         return image_parallel_dataset(rows, where, base_dir=Path(source).parent)
     return parallel_dataset(rows, where)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from mlret_plugin.compat import st_scheduler
 from mlret_plugin.training.data import is_parallel_dataset
 from mlret_plugin.training.prompts import column_prompts, training_prompts
 from mlret_plugin.training.sampler import HybridBatchSampler
@@ -146,7 +147,7 @@ def hybrid_fit(
         {"params": [p for n, p in named if any(nd in n for nd in no_decay)], "weight_decay": 0.0},
     ]
     optimizer = optimizer_class(groups, **optimizer_params)
-    lr_scheduler = FitMixin._get_scheduler(optimizer, scheduler=scheduler, warmup_steps=warmup_steps, t_total=steps)
+    lr_scheduler = st_scheduler(optimizer, scheduler=scheduler, warmup_steps=warmup_steps, t_total=steps)
     callbacks = []
     if evaluator is not None:
         callbacks.append(EvaluatorCallback(evaluator, output_path))
@@ -163,16 +164,12 @@ def hybrid_fit(
         trainer.add_callback(SaveModelCallback(output_path, evaluator, save_best_model))
     resume = None
     if checkpoint_path is not None and resume_from_checkpoint:
-        resume = _latest_checkpoint(checkpoint_path)
+        from mlret_plugin.training.run import latest_checkpoint
+
+        found = latest_checkpoint(checkpoint_path)
+        resume = str(found) if found else None
     trainer.train(resume_from_checkpoint=resume)
     return None
-
-
-def _latest_checkpoint(folder: str) -> str | None:
-    if not os.path.isdir(folder):
-        return None
-    found = [c for c in os.listdir(folder) if c.startswith("checkpoint-") and c.split("-")[-1].isdigit()]
-    return os.path.join(folder, max(found, key=lambda c: int(c.split("-")[-1]))) if found else None
 
 
 class HybridFitMixin:

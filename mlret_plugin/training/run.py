@@ -28,9 +28,19 @@ def make_loss(model, name: str = "mnrl", mini_batch_size: int = 32):
     raise ValueError(f"loss={name!r}; expected one of {LOSSES}")
 
 
-def latest_checkpoint(folder: Path) -> Path | None:
-    found = [p for p in Path(folder).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    return max(found, key=lambda p: int(p.name.split("-")[-1])) if found else None
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    """The Trainer's newest ``checkpoint-N`` folder in ``folder`` (transformers' own rule), or None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    found = get_last_checkpoint(str(folder)) if Path(folder).is_dir() else None
+    return Path(found) if found else None
+
+
+def process_rank() -> int:
+    """This process's global rank under torchrun / accelerate launch (accelerate's ``PartialState``); 0 alone."""
+    from accelerate import PartialState
+
+    return PartialState().process_index
 
 
 def train_hybrid(
@@ -79,7 +89,7 @@ def train_hybrid(
     if resume:
         resume_from = latest_checkpoint(ckpt_dir)
         if resume_from is None:
-            raise FileNotFoundError(f"--resume: no checkpoint-* folder in {ckpt_dir}; run without --resume to start")
+            raise FileNotFoundError(f"resume: no checkpoint-* folder in {ckpt_dir}; start without resume (--resume) instead")
         log.warning("resuming from %s", resume_from)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(ckpt_dir),
@@ -124,7 +134,7 @@ def router_mapping(model) -> dict[str, str] | None:
 
 
 def _passages_are_images(dataset) -> bool:
-    from mlret_plugin.multimodal.data import is_image_dataset
+    from mlret_plugin.training.image_data import is_image_dataset
 
     return is_image_dataset(dataset)
 
