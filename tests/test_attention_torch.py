@@ -154,3 +154,100 @@ def test_random_patterns_batch_rows_are_independent(name):
         alone = sparse_attention(q[b:b + 1], k[b:b + 1], v[b:b + 1], config, key_padding_mask=kpm[b:b + 1],
                                  backend="torch")
         assert (out[b:b + 1, :, :n] - alone[:, :, :n]).abs().max().item() <= TOL, (b, n)
+
+
+# ----------------------------------------------------------------- every path against a float64 reference
+
+EXACT = {
+    **PATTERNS,
+    "local_3_global": SparsityConfig("local", window=20, num_global=3, block=16),
+    "bigbird_b32": SparsityConfig("block_sparse", block=32, band=1, num_global=1, num_random=2, seed=1),
+}
+
+
+def reference64(q, k, v, layout, kpm=None, scale=None):
+    """Dense masked attention in float64 (rows with no allowed key give 0)."""
+    q, k, v = (t.detach().double().requires_grad_(t.requires_grad) for t in (q, k, v))
+    mask = layout.token_mask()[None]
+    if kpm is not None:
+        mask = mask & kpm[:, None, None, :]
+    scores = (q @ k.transpose(-1, -2)) * (scale if scale is not None else q.shape[-1] ** -0.5)
+    probs = scores.masked_fill(~mask, float("-inf")).softmax(-1).nan_to_num(0.0)
+    return q, k, v, probs @ v
+
+
+def holes_mask(B, L):
+    """Key padding that is not a suffix (holes inside the sequence) for the later sequences."""
+    kpm = torch.ones(B, L, dtype=torch.bool)
+    for b in range(1, B):
+        kpm[b, b::5] = False
+    kpm[:, 0] = True
+    return kpm
+
+
+def check_against_float64(q, k, v, layout, kpm, path, tol=2e-5, scale=None):
+    ref_inputs = reference64(q, k, v, layout, kpm, scale)
+    ref = ref_inputs[3]
+    out = layout_attention(q, k, v, layout, kpm, path=path, scale=scale)
+    assert out.dtype == q.dtype and not out.isnan().any(), path
+    real = _real(kpm, out)
+    assert ((out.double() - ref) * real).abs().max().item() <= tol, path
+    weight = torch.randn(out.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    g_out = torch.autograd.grad((out * real * weight.to(out.dtype)).sum(), (q, k, v))
+    g_ref = torch.autograd.grad((ref * real * weight).sum(), ref_inputs[:3])
+    for name, a, b in zip("qkv", g_out, g_ref):
+        assert (a.double() - b).abs().max().item() <= tol * max(1.0, b.abs().max().item()), (path, name)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "single_call"])
+@pytest.mark.parametrize("name", sorted(EXACT))
+@pytest.mark.parametrize("L", (63, 100, 257, 301))
+def test_paths_equal_float64_reference(name, L, fused, monkeypatch):
+    """Forward and backward of every path, fused (CPU parts + merge) and single-call, against float64 dense
+    attention with the same token mask: no padding, right padding and holes, odd lengths, per-head layouts,
+    global tokens; backward chunks of one tile (the smallest)."""
+    from mlret_plugin.attention import torch_backend
+
+    monkeypatch.setattr(torch_backend, "FUSED", fused)
+    monkeypatch.setattr(torch_backend, "BACKWARD_CHUNK_BYTES", 1)
+    config = EXACT[name]
+    q, k, v = qkv(3, 3, L, 16, seed=L + 1, grad=True)
+    layout = config.layout(L, 3)
+    for kpm in (None, padding_mask(3, L), holes_mask(3, L)):
+        for path in paths_for(layout):
+            check_against_float64(q, k, v, layout, kpm, path, scale=0.3 if path == "auto" else None)
+
+
+def _irregular_layout(L, block=16):
+    """A block layout whose dense (global) row is not the first: the fused path declines, single-call runs."""
+    n = -(-L // block)
+    mask = (torch.arange(n)[:, None] - torch.arange(n)[None]).abs() <= 1
+    mask[n // 2] = True
+    mask[:, 0] = True
+    return layout_from_block_mask(mask[None], block, L)
+
+
+def test_irregular_layout_equals_float64_reference():
+    L = 1100  # long enough for 'auto' to choose the gathered path, which runs single-call here
+    q, k, v = qkv(2, 2, L, 16, seed=3, grad=True)
+    layout = _irregular_layout(L, block=64)
+    for kpm in (None, padding_mask(2, L)):
+        for path in ("auto", "gathered"):
+            check_against_float64(q, k, v, layout, kpm, path)
+
+
+def test_fused_path_runs_on_cpu_and_takes_hf_layout_views(monkeypatch):
+    """q, k, v as transformers hands them ([B, L, H, D] projections transposed: not contiguous)."""
+    from mlret_plugin.attention import torch_backend
+
+    calls = []
+    apply = torch_backend._PartsAttention.apply
+    monkeypatch.setattr(torch_backend._PartsAttention, "apply", lambda *a: calls.append(1) or apply(*a))
+    L = 1100
+    x = [torch.randn(2, L, 3, 16, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    q, k, v = (t.transpose(1, 2).requires_grad_() for t in x)
+    kpm = padding_mask(2, L)
+    for config in (SparsityConfig("local", window=40, num_global=1), EXACT["bigbird_b32"]):
+        calls.clear()
+        check_against_float64(q, k, v, config.layout(L, 3), kpm, "auto")
+        assert calls, config
