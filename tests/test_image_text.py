@@ -303,7 +303,7 @@ def test_symmetric_loss_adds_the_image_to_caption_direction(dual):
 
 
 def test_generated_example_data_loads_as_parallel_image_rows(tmp_path):
-    from mlret_plugin.multimodal.synthetic import LANGS as SYNTHETIC_LANGS, caption, make_split
+    from synthetic_images import LANGS as SYNTHETIC_LANGS, caption, make_split  # examples/
 
     assert caption("de", 1, "white", "circle", "top") == "ein weißer Kreis oben"
     assert caption("de", 1, "red", "square", "left") == "ein rotes Quadrat links"

