@@ -78,15 +78,20 @@ def heatmap(rows: list[dict], system: str, path: Path, measure: str = "AP") -> P
     if len(langs) < 2:
         return None
     return matrix_png(matrix, langs, langs, path, title=f"{system}: {'mAP' if measure == 'AP' else measure}",
-                      xlabel="candidate language", ylabel="query language",
-                      figsize=(1 + 0.6 * len(langs), 0.8 + 0.55 * len(langs)), annotate=len(langs) <= 12,
-                      fontsize=6)
+                      xlabel="candidate language", ylabel="query language")
 
 
-def matrix_png(matrix: list[list[float]], row_labels: list[str], col_labels: list[str], path: Path, title: str,
-               xlabel: str, ylabel: str | None = None, figsize: tuple[float, float] = (6, 4), annotate: bool = True,
-               fontsize: int = 7) -> Path:
-    """A viridis heatmap of ``matrix`` (NaN = empty cell) with values written in, saved atomically as PNG."""
+CELL_INCHES = 0.62  # one matrix cell: room for a 3-digit value at VALUE_POINTS
+VALUE_POINTS = 8  # cell values: legible at 11 x 11 languages
+TITLE_POINTS = 10
+
+
+def matrix_figure(matrix: list[list[float]], row_labels: list[str], col_labels: list[str], title: str,
+                  xlabel: str, ylabel: str | None = None, annotate: bool = True):
+    """A viridis heatmap of ``matrix`` (NaN = empty cell) with values written in. The figure is sized from its
+    content (cells, label lengths, title) so nothing is clipped: a title too long for the width wraps."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,29 +99,44 @@ def matrix_png(matrix: list[list[float]], row_labels: list[str], col_labels: lis
     import numpy as np
 
     data = np.array(matrix, dtype=float)
-    fig, ax = plt.subplots(figsize=figsize)
-    image = ax.imshow(data, cmap="viridis", vmin=0, vmax=max(1e-9, np.nanmax(data)), aspect="auto")
-    ax.set_xticks(range(len(col_labels)), col_labels)
-    ax.set_yticks(range(len(row_labels)), row_labels)
-    ax.set_xlabel(xlabel)
+    n_rows, n_cols = data.shape
+    label_inches = 0.09 * max((len(str(x)) for x in row_labels), default=1)  # ~0.09 in per character at 9 pt
+    width = max(4.0, 1.3 + label_inches + CELL_INCHES * n_cols + 0.9)  # y labels, cells, colour bar
+    chars_per_line = max(24, int((width - 0.4) * 72 / (0.6 * TITLE_POINTS)))  # ~0.6 em per character
+    wrapped = textwrap.fill(title, chars_per_line)
+    height = max(3.0, 1.2 + 0.45 * (wrapped.count("\n") + 1) + CELL_INCHES * 0.85 * n_rows)
+    fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
+    peak = max(1e-9, float(np.nanmax(data))) if np.isfinite(data).any() else 1.0
+    image = ax.imshow(data, cmap="viridis", vmin=0, vmax=peak, aspect="auto")
+    ax.set_xticks(range(n_cols), col_labels, fontsize=9)
+    ax.set_yticks(range(n_rows), row_labels, fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=9)
     if ylabel:
-        ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=9)
+    ax.set_title(wrapped, fontsize=TITLE_POINTS)
     if annotate:
-        for i in range(data.shape[0]):
-            for j in range(data.shape[1]):
+        for i in range(n_rows):
+            for j in range(n_cols):
                 if data[i, j] == data[i, j]:
-                    ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=fontsize,
-                            color="white" if data[i, j] < 0.6 * np.nanmax(data) else "black")
-    fig.colorbar(image, ax=ax, fraction=0.046)
-    return save_figure(fig, path, dpi=120)
+                    ax.text(j, i, f"{data[i, j]:.2f}", ha="center", va="center", fontsize=VALUE_POINTS,
+                            color="white" if data[i, j] < 0.6 * peak else "black")
+    fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
+    return fig
+
+
+def matrix_png(matrix: list[list[float]], row_labels: list[str], col_labels: list[str], path: Path, title: str,
+               xlabel: str, ylabel: str | None = None, annotate: bool = True) -> Path:
+    """``matrix_figure`` saved atomically as PNG (150 dpi)."""
+    fig = matrix_figure(matrix, row_labels, col_labels, title, xlabel, ylabel, annotate)
+    return save_figure(fig, path, dpi=150)
 
 
 def save_figure(fig, path: Path, dpi: int = 110) -> Path:
     """Save a matplotlib figure as PNG atomically (a hidden temporary file, then rename) and close it."""
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=dpi, format="png")

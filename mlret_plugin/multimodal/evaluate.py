@@ -166,8 +166,7 @@ def heatmap(rows: list[dict], path: Path, measure: str = "AP") -> Path | None:
     cells = {(r["system"], r["qlang"]): r["value"] for r in detail}
     matrix = [[cells.get((s, lang), float("nan")) for lang in langs] for s in systems]
     return matrix_png(matrix, systems, langs, Path(path), title=f"{'mAP' if measure == 'AP' else measure} by caption language",
-                      xlabel="caption language (caption -> image)",
-                      figsize=(2.5 + 0.7 * len(langs), 1.0 + 0.45 * len(systems)))
+                      xlabel="caption language (caption -> image)")
 
 
 def write_image_outputs(rows: list[dict], out_dir: str | Path, note: str | None = None) -> dict[str, Path]:
