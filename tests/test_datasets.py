@@ -13,6 +13,7 @@ import ir_measures
 import pytest
 
 import mlret_plugin
+from mlret_plugin.datasets import dataset_ids
 from lareqa_fixtures import ARTICLES, PARAGRAPHS, QUESTIONS_PER_PARAGRAPH, SENTENCES, fixture_json
 from mlret_plugin.datasets import COLLECTIONS, dataset_ids, group_id, lang_of, parse_dataset_id, pool
 from mlret_plugin.datasets.lareqa import parse_lareqa_file
@@ -31,19 +32,38 @@ def test_every_id_is_registered_and_counted():
     assert set(ids) <= registered
 
 
+def _registry_state() -> tuple[int, dict]:
+    """(how many ids ir_datasets has, {our id: its registered Dataset})."""
+    registry = ir_datasets.registry
+    return len(list(registry)), {i: registry[i] for i in dataset_ids()}
+
+
 def test_register_is_idempotent():
     mlret_plugin.register()
+    before, datasets = _registry_state()
     mlret_plugin.register()
     from mlret_plugin.datasets.lareqa import _init
 
     _init()
+    after, again = _registry_state()
+    assert after == before  # nothing registered twice
+    assert all(again[i] is datasets[i] for i in datasets)  # the same Dataset objects: nothing replaced
+    assert len(datasets) == 172
 
 
 def test_register_tolerates_ids_registered_by_another_copy(monkeypatch):
+    """A second copy of the plugin (another install on sys.path) finds every id taken: it keeps the first
+    copy's datasets and registers nothing, where ir_datasets' registry would raise for a duplicate."""
     from mlret_plugin.datasets import lareqa
 
+    mlret_plugin.register()
+    before, datasets = _registry_state()
+    with pytest.raises(RuntimeError):  # what a naive second registration would hit
+        ir_datasets.registry.register("xquad-r/en", datasets["xquad-r/en"])
     monkeypatch.setattr(lareqa, "_registered", False)
-    lareqa._init()  # every id exists already: no RuntimeError from the registry
+    lareqa._init()
+    after, again = _registry_state()
+    assert after == before and all(again[i] is datasets[i] for i in datasets)
 
 
 def test_entry_points_are_declared_and_load():

@@ -23,42 +23,77 @@ def _cli(tiny_model, out, extra=()):
                  "--noise", "0,1", "--pool-sizes", "2,3", "--max-seq-length", "256", "--out", str(out), *extra])
 
 
-def test_grid_writes_rows_degradation_report_plots(lareqa_home, tiny_model, tmp_path, capsys):
-    out = tmp_path / "out"
-    assert _cli(tiny_model, out) == 0
+@pytest.fixture(scope="module")
+def grid_run(tmp_path_factory):
+    """One zero-shot grid (3 variants x noise 0, 1 x pools 2, 3) through the typed API, shared by the tests
+    below, each of which checks one concern of its outputs."""
+    from lareqa_fixtures import seeded_home
+
+    from mlret_plugin.experiments.attention import build_grid, run_attention_grid
+
+    tmp = tmp_path_factory.mktemp("grid")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        seeded_home(tmp, monkeypatch)
+        grid, model = build_grid("xquad-r", str(tiny_model_dir("bert", tmp)), VARIANTS.split(","), noise=[0, 1],
+                                 pool_sizes=[2, 3], out=tmp / "out", max_seq_length=256)
+        run_attention_grid(grid, model, progress=False)
+    out = tmp / "out"
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    summary = [r for r in rows if r["breakdown"] == "summary"]
-    cells = {(r["variant"], r["noise"], r["pool_size"]) for r in summary}
-    assert len(cells) == 3 * 2 * 2
+    return out, rows, [r for r in rows if r["breakdown"] == "summary"], (out / "report.md").read_text()
+
+
+def test_grid_rows_cover_every_cell_setting_and_language(grid_run):
+    _, rows, summary, _ = grid_run
+    assert len({(r["variant"], r["noise"], r["pool_size"]) for r in summary}) == 3 * 2 * 2
     assert {r["setting"] for r in summary} == {"mono", "cross", "multi"}
     assert {r["measure"] for r in summary if r["setting"] == "multi"} >= {"AP", "MaxRankDist"}
-    for r in rows:  # degradation is variant minus dense at the same coordinates
+    langs = {r["qlang"] for r in rows if r["breakdown"] == "language" and r["pool_size"] == 3}
+    assert len(langs) == 3 and "en" in langs  # per-language rows for every pool language
+
+
+def test_degradation_is_variant_minus_dense_and_the_patterns_bite(grid_run):
+    _, rows, summary, _ = grid_run
+    for r in rows:
         if r["breakdown"] == "contrast":
             continue
         if r["variant"] == "dense":
             assert "delta" not in r
         else:
             assert r["delta"] == pytest.approx(r["value"] - r["dense_value"])
-    # the sparse patterns really change the numbers (window 4 on ~100-token inputs)
+    # window 4 on ~100-token inputs really changes the numbers
     local = [r for r in summary if r["variant"].startswith("local") and r["measure"] == "AP" and r["noise"] == 1]
     assert any(abs(r["delta"]) > 1e-6 for r in local)
-    # per-language rows exist for every pool language
-    langs = {r["qlang"] for r in rows if r["breakdown"] == "language" and r["pool_size"] == 3}
-    assert len(langs) == 3 and "en" in langs
-    # noise was really added, as achieved level ~ requested (capped at max length is reported)
+
+
+def test_noise_is_applied_at_about_the_requested_level(grid_run):
+    _, _, summary, _ = grid_run
     noisy = [r for r in summary if r["noise"] == 1]
     assert all(r["achieved_noise"] and r["achieved_noise"] > 0.5 for r in noisy)
+    assert all(r["achieved_noise"] in (None, 0) or r["noise"] == 1 for r in summary)
+
+
+def test_outputs_report_and_plots_are_written(grid_run):
+    out, _, _, report = grid_run
     for name in ("report.md", "degradation_vs_noise.png", "degradation_vs_pool_size.png", "cells.jsonl"):
         assert (out / name).stat().st_size > 0
-    report = (out / "report.md").read_text()
-    assert "local:window=4" in report and "Machine" in report and "Δ" in report
-    assert "# Attention experiment" in capsys.readouterr().out
-    # zero-shot: no seeds; every non-dense summary AP / MaxRankDist row is tested against dense, Holm over all
+    assert "# Attention experiment" in report and "local:window=4" in report and "Machine" in report
+    assert "Δ" in report and "vs local:window=4" in report
+
+
+def test_zero_shot_variants_are_tested_against_dense_with_holm(grid_run):
+    _, rows, summary, _ = grid_run
     tested = [r for r in summary if r["p_value"] is not None]
     assert {r["variant"] for r in tested} == {r["variant"] for r in summary} - {"dense"}
     assert len(tested) == 2 * 2 * 2 * 4  # 2 variants x 2 noise x 2 pools x (Mono, Cross, Multi AP; MaxRankDist)
-    assert all(r["seeds"] == [] and r["n_seeds"] == 1 for r in summary)
-    # block-sparse and local are also tested against each other directly, at every noise and pool
+    assert all(r["seeds"] == [] and r["n_seeds"] == 1 for r in summary)  # zero-shot: no training seeds
+    contrasts = [r for r in rows if r["breakdown"] == "contrast"]
+    family = tested + contrasts  # Holm runs over every test of the report, the contrasts included
+    smallest = min(r["p_value"] for r in family)
+    assert min(r["p_holm"] for r in family) == pytest.approx(min(1.0, smallest * len(family)))
+
+
+def test_block_sparse_and_local_are_contrasted_directly(grid_run):
+    _, rows, summary, _ = grid_run
     contrasts = [r for r in rows if r["breakdown"] == "contrast"]
     assert len(contrasts) == 2 * 2 * 4 and all(r["p_value"] is not None for r in contrasts)
     assert {(r["variant"], r["baseline"]) for r in contrasts} == {("block_sparse:block=16:band=0:num_global=1",
@@ -68,16 +103,20 @@ def test_grid_writes_rows_degradation_report_plots(lareqa_home, tiny_model, tmp_
         coord = (r["noise"], r["pool_size"], r["setting"], r["measure"])
         assert r["value"] == pytest.approx(means[(r["variant"], *coord)] - means[(r["baseline"], *coord)])
         assert r["test_delta"] == pytest.approx(r["value"], abs=1e-9)
-    assert "vs local:window=4" in report
-    # Holm runs over every test of the report, the contrasts included
-    family = tested + contrasts
-    smallest = min(r["p_value"] for r in family)
-    assert min(r["p_holm"] for r in family) == pytest.approx(min(1.0, smallest * len(family)))
-    # the density table: dense keeps every pair, the patterns less at these lengths
+
+
+def test_density_table_shows_what_each_pattern_keeps(grid_run):
+    report = grid_run[3]
     section = report.split("## Attention density")[1].split("\n## ")[0]
     density = {line.split("|")[1].strip(): float(line.split("|")[6]) for line in section.splitlines()
                if line.startswith("| ") and not line.startswith("| variant")}
     assert density["dense"] == 1.0 and 0 < density["local:window=4"] < 1
+
+
+def test_the_command_line_runs_the_same_grid(lareqa_home, tiny_model, tmp_path, capsys):
+    assert _cli(tiny_model, tmp_path / "out") == 0
+    assert "# Attention experiment" in capsys.readouterr().out
+    assert (tmp_path / "out" / "results.jsonl").stat().st_size > 0
 
 
 def test_rerun_resumes_from_finished_cells(lareqa_home, tiny_model, tmp_path, monkeypatch):

@@ -20,58 +20,97 @@ def _cli(model, out, extra=()):
                  "--seeds", "0,1", "--baseline", "1", "--out", str(out), *extra])
 
 
-def test_ratio_grid_rows_params_report_and_resume(lareqa_home, tiny_model, tmp_path, monkeypatch):
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def ratio_run(tmp_path_factory):
+    """One size x alpha grid (first 1 of 2 layers and all 2, untrained / alpha 0 / 1, seeds 0, 1) through the
+    typed API, interrupted during its first training and then resumed; shared by the tests below."""
+    from lareqa_fixtures import seeded_home
 
-    def interrupt(*a, **k):
-        raise KeyboardInterrupt
+    from mlret_plugin.experiments.ratio import build_ratio_grid, model_spec, run_ratio_grid
 
-    with monkeypatch.context() as m:  # Ctrl-C during the first training: the finished cell is reported
-        m.setattr("mlret_plugin.experiments.finetune.finetune", interrupt)
-        with pytest.raises(KeyboardInterrupt):
-            _cli(tiny_model, out)
-    assert "Interrupted: 1 of 10 cells finished" in (out / "report.md").read_text()
-    assert _cli(tiny_model, out) == 0
+    tmp = tmp_path_factory.mktemp("ratio")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        seeded_home(tmp, monkeypatch)
+        model = str(tiny_model_dir("bert", tmp))
+
+        def grid():
+            return build_ratio_grid("mlqa-r", "xquad-r", [model_spec(model, layers=1), model], alphas=[0, 1],
+                                    max_steps=2, out=tmp / "out", eval_langs=["en", "de"], seeds=[0, 1], baseline=1,
+                                    batch_size=2, learning_rate=0.01)
+
+        def interrupt(*a, **k):
+            raise KeyboardInterrupt
+
+        with monkeypatch.context() as m:  # Ctrl-C during the first training: the finished cell is reported
+            m.setattr("mlret_plugin.experiments.finetune.finetune", interrupt)
+            with pytest.raises(KeyboardInterrupt):
+                run_ratio_grid(grid(), progress=False)
+        interrupted = (tmp / "out" / "report.md").read_text()
+        run_ratio_grid(grid(), progress=False)
+    out = tmp / "out"
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    summary = [r for r in rows if r["breakdown"] == "summary" and r["measure"] == "AP"]
-    cells = {(r["model"], r["alpha"]) for r in summary}
-    assert len(cells) == 2 * 3  # two sizes x (untrained, 0, 1)
+    return out, rows, [r for r in rows if r["breakdown"] == "summary" and r["measure"] == "AP"], interrupted, model
+
+
+def test_an_interrupted_grid_reports_its_finished_cells(ratio_run):
+    out, _, _, interrupted, _ = ratio_run
+    assert "Interrupted: 1 of 10 cells finished" in interrupted
+    assert "Interrupted" not in (out / "report.md").read_text()
+
+
+def test_every_model_alpha_and_seed_is_a_cell(ratio_run):
+    out, _, summary, _, _ = ratio_run
+    assert len({(r["model"], r["alpha"]) for r in summary}) == 2 * 3  # two sizes x (untrained, 0, 1)
     assert {tuple(r["seeds"]) for r in summary if r["alpha"] is not None} == {(0, 1)}
     assert {r["n_seeds"] for r in summary if r["alpha"] is not None} == {2}
     assert {tuple(r["seeds"]) for r in summary if r["alpha"] is None} == {()}
-    # every alpha but the baseline (1) is tested against alpha 1 of its own model; the baseline is not
+    seeds_of = {cell["params"]["seed"] for cell in map(json.loads, (out / "cells.jsonl").read_text().splitlines())}
+    assert seeds_of == {None, 0, 1}
+    assert {r["steps"] for r in summary if r["alpha"] is not None} == {2}
+    assert {r["steps"] for r in summary if r["alpha"] is None} == {0}
+
+
+def test_every_alpha_is_tested_against_the_baseline_alpha(ratio_run):
+    _, _, summary, _, _ = ratio_run
     for r in summary:
         assert {"p_value", "p_holm", "ci_low", "ci_high", "n_queries", "seeds"} <= set(r)
-        if r["alpha"] == 1.0:
+        if r["alpha"] == 1.0:  # the baseline itself is not tested
             assert r["p_value"] is None and "delta" not in r
         else:
             assert r["baseline"] == "alpha 1" and 0 < r["p_value"] <= r["p_holm"] <= 1
             assert r["ci_low"] <= r["delta"] + 1e-12 and r["delta"] <= r["ci_high"] + 1e-12
             assert r["test_delta"] == pytest.approx(r["delta"], abs=1e-9)
             assert r["n_queries"] > 0
-    seeds_of = {cell["params"]["seed"] for cell in map(json.loads, (out / "cells.jsonl").read_text().splitlines())}
-    assert seeds_of == {None, 0, 1}
+
+
+def test_sizes_are_truncations_with_their_parameter_counts(ratio_run):
+    _, rows, summary, _, _ = ratio_run
     params = {r["model"]: r["params"] for r in rows}
     layers = {r["model"]: r["layers"] for r in rows}
     small, full = sorted(params, key=params.get)
     assert "first 1 layers" in small and layers[small] == 1 and layers[full] == 2
     assert params[small] < params[full]
-    assert {r["steps"] for r in summary if r["alpha"] is not None} == {2}
-    assert {r["steps"] for r in summary if r["alpha"] is None} == {0}
-    # training changed the model: the trained cells differ from the untrained starting point
     by = {(r["model"], r["alpha"], r["setting"]): r["value"] for r in summary}
-    assert any(by[(full, a, "multi")] != by[(full, None, "multi")] for a in (0.0, 1.0))
+    assert any(by[(full, a, "multi")] != by[(full, None, "multi")] for a in (0.0, 1.0))  # training changed it
+
+
+def test_report_and_plot_are_written(ratio_run):
+    out = ratio_run[0]
     assert (out / "map_vs_alpha.png").stat().st_size > 0
     report = (out / "report.md").read_text()
-    assert "untrained" in report and "Machine" in report and "Interrupted" not in report
+    assert "untrained" in report and "Machine" in report
     assert "Holm" in report and "## Paired tests" in report and "±" in report
+
+
+def test_a_rerun_of_the_command_reuses_every_cell(ratio_run, lareqa_home, monkeypatch):
+    out, _, _, _, model = ratio_run
 
     def boom(*a, **k):
         raise AssertionError("a finished cell was trained or evaluated again")
 
     monkeypatch.setattr("mlret_plugin.evaluation.lareqa.run_lareqa", boom)
     monkeypatch.setattr("mlret_plugin.experiments.finetune.finetune", boom)
-    assert _cli(tiny_model, out) == 0  # every cell cached
+    assert _cli(model, out) == 0  # the command line builds the same cells: every one is cached
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -149,11 +149,21 @@ def test_factory_is_picklable_and_builds_the_sampler(parallel):
     assert (sampler.alpha, sampler.languages, sampler.seed, sampler.pairs_per_batch) == (0.25, ("de", "en"), 9, 4)
 
 
-def test_sampler_cost_is_independent_of_language_pairs():
-    """X-Y pairs are two row keys: the dataset holds one row per (group, language), nothing per pair."""
-    rows = synthetic_rows(n_groups=50, langs=("ar", "de", "en", "es", "hi", "vi", "zh"))
-    ds = parallel_dataset(rows)
-    assert len(ds) == len(rows) + 1  # + the marker row
+def test_memory_grows_with_rows_not_language_pairs():
+    """X-Y pairs are two row keys, composed when a batch is read: the dataset and the sampler's index hold one
+    entry per (group, language) row, so going from 2 to 7 languages (1 to 21 language pairs per group) grows
+    them like the rows (x3.5), not like the pairs (x21), and a batch is still 2B + 1 keys."""
+    n_groups, batch = 50, 8
+    sizes = {}
+    for langs in (("de", "en"), ("ar", "de", "en", "es", "hi", "vi", "zh")):
+        ds = parallel_dataset(synthetic_rows(n_groups=n_groups, langs=langs))
+        sampler = HybridBatchSampler(ds, batch_size=batch, alpha=0.0, seed=0)
+        indexed = sum(len(rows) for rows in sampler.rows_of.values())
+        assert len(ds) == n_groups * len(langs) + 1 and indexed == n_groups * len(langs)
+        keys = next(iter(sampler))
+        assert len(keys) == 2 * batch + 1
+        sizes[len(langs)] = (len(ds), indexed)
+    assert sizes[7][1] / sizes[2][1] == 7 / 2
 
 
 # -- bad input ----------------------------------------------------------------------------------------

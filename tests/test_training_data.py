@@ -66,8 +66,18 @@ def test_lareqa_id_rows_group_translations(lareqa_home):
 
 
 def test_lareqa_held_out_articles(lareqa_home):
+    """Holding out article 1 removes exactly its groups (q1..), in every language, and keeps every row of
+    article 0; held_out_groups names the same groups, so they can be evaluated."""
+    from mlret_plugin.training.splits import collection_articles, held_out_groups
+
+    everything = lareqa_rows("xquad-r")
     kept = lareqa_rows("xquad-r", exclude_articles={1})
-    assert kept and all(r["group_id"].startswith("q0") for r in kept)
+    article_of_group = {r["group_id"]: int(r["group_id"][1]) for r in everything}  # fixture ids: q{a}{p}{s}
+    assert {(r["group_id"], r["lang"]) for r in kept} == \
+        {(r["group_id"], r["lang"]) for r in everything if article_of_group[r["group_id"]] == 0}
+    assert held_out_groups("xquad-r", {1}) == {g for g, a in article_of_group.items() if a == 1}
+    assert {r["lang"] for r in kept} == {r["lang"] for r in everything}  # every language keeps article 0
+    assert collection_articles("xquad-r") == [0, 1]
 
 
 # -- bad input ----------------------------------------------------------------------------------------
