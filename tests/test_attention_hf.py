@@ -80,3 +80,19 @@ def test_auto_on_cuda_says_when_it_runs_the_torch_path(monkeypatch):
         assert functional.resolve_backend("auto", torch.device("cuda")) == "torch"
     with pytest.raises(RuntimeError, match="not available: no module named triton"):
         functional.resolve_backend("triton", torch.device("cuda"))  # explicit: an error, never a switch
+
+def test_attention_function_keeps_bf16(monkeypatch):
+    """bf16 q, k, v (a model cast with .to(torch.bfloat16)) come back bf16 through the blocked CPU path."""
+    from mlret_plugin.attention import torch_backend
+    from mlret_plugin.attention.hf import mlret_sparse_attention_forward
+
+    monkeypatch.setattr(torch_backend, "MIN_BLOCKED_LEN", 1)
+    module = torch.nn.Module()
+    module.config = types.SimpleNamespace(mlret_attention=SparsityConfig("local", window=9, num_global=1).to_dict())
+    q, k, v = (torch.randn(2, 3, 70, 8, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    mask = torch.ones(2, 70, dtype=torch.long)
+    mask[1, 50:] = 0
+    out, _ = mlret_sparse_attention_forward(module, q.bfloat16(), k.bfloat16(), v.bfloat16(), mask)
+    ref, _ = mlret_sparse_attention_forward(module, q, k, v, mask)
+    assert out.dtype == torch.bfloat16 and out.shape == (2, 70, 3, 8)
+    assert ((out.float() - ref) * mask[:, :, None, None]).abs().max().item() <= 1.5e-2

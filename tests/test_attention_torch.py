@@ -251,3 +251,17 @@ def test_fused_path_runs_on_cpu_and_takes_hf_layout_views(monkeypatch):
         calls.clear()
         check_against_float64(q, k, v, config.layout(L, 3), kpm, "auto")
         assert calls, config
+
+
+def test_fused_backward_with_its_own_tile(monkeypatch):
+    """The fused banded backward may tile differently from its forward (it works from the merged output)."""
+    from mlret_plugin.attention import torch_backend
+
+    monkeypatch.setattr(torch_backend, "BAND_QUERY_BLOCK", 16)
+    monkeypatch.setattr(torch_backend, "BAND_BACKWARD_BLOCK", 64)
+    monkeypatch.setattr(torch_backend, "BACKWARD_CHUNK_BYTES", 1 << 16)
+    for config in (EXACT["local"], EXACT["local_3_global"]):
+        for L in (100, 301):
+            q, k, v = qkv(3, 3, L, 16, seed=L, grad=True)
+            for kpm in (None, padding_mask(3, L), holes_mask(3, L)):
+                check_against_float64(q, k, v, config.layout(L, 3), kpm, "banded")

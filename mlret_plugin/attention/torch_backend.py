@@ -54,6 +54,9 @@ PATHS = ("auto", "banded", "gathered", "dense_cover")
 DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 BAND_QUERY_BLOCK = 32  # query tile of the banded path; 32 and 64 measured best on CPU (benchmarks/attention.py)
 BAND_QUERY_BLOCKS: dict[torch.dtype, int] = {}  # per-dtype query tiles where they differ from BAND_QUERY_BLOCK
+# The fused backward may tile differently (it works from the merged output and log-sum-exp, in token order).
+BAND_BACKWARD_BLOCK = 32
+BAND_BACKWARD_BLOCKS: dict[torch.dtype, int] = {}
 # Below this many tokens dense SDPA with the exact mask beat the blocked paths on CPU: MiniLM's attention shape
 # (12 heads, d=32), batch 8, 512 tokens, local window 32 (density 0.12): banded 2-4x, gathered 2-3x the masked
 # SDPA's time; at ~150 tokens, batch 32: banded 27x, gathered 6x. From 1024 tokens the blocked paths win
@@ -116,9 +119,10 @@ def _autocast(q, k, v):
     return q, k, v
 
 
-def band_tile(dtype: torch.dtype) -> int:
-    """The banded path's query tile for ``dtype``."""
-    return BAND_QUERY_BLOCKS.get(dtype, BAND_QUERY_BLOCK)
+def band_tile(dtype: torch.dtype, backward: bool = False) -> int:
+    """The banded path's query tile for ``dtype`` (forward, or the fused backward's)."""
+    tiles = BAND_BACKWARD_BLOCKS if backward else BAND_QUERY_BLOCKS
+    return tiles.get(dtype, BAND_BACKWARD_BLOCK if backward else BAND_QUERY_BLOCK)
 
 
 def choose_path(layout: BlockLayout, seq_len: int) -> str:
@@ -276,6 +280,10 @@ class _Part:
     def queries(self, qp: torch.Tensor) -> torch.Tensor:
         return qp[self.batch, :, self.start:self.stop].reshape(self.shape)
 
+    def contains(self, other: "_Part") -> bool:
+        return (self.start <= other.start and other.stop <= self.stop and self.batch.start <= other.batch.start
+                and other.batch.stop <= self.batch.stop)
+
     def overlaps(self, other: "_Part") -> bool:
         rows = self.start < other.stop and other.start < self.stop
         batch = self.batch.start < other.batch.stop and other.batch.start < self.batch.stop
@@ -303,13 +311,16 @@ class _PartsAttention(torch.autograd.Function):
     """Attention as the exact merge of flash-kernel parts. Inputs are padded to whole tiles: [B, H, Lp, D]."""
 
     @staticmethod
-    def forward(ctx, qp, kp, vp, parts, scale):
+    def forward(ctx, qp, kp, vp, parts, backward_parts, scale):
         B, H, Lp, D = qp.shape
         shared = [p for p in parts if not p.exclusive]
         single = [not any(p.overlaps(o) for o in shared if o is not p) for p in shared]
-        merged = not all(single)
-        acc_dtype = torch.float32 if merged else qp.dtype
-        out = (torch.zeros if merged else torch.empty)(B, H, Lp, D, dtype=acc_dtype, device=qp.device)
+        merging = [p for p, alone in zip(shared, single) if not alone]
+        # A merged part whose rows hold every other merged part's rows starts the sum (no zero fill).
+        first = next((p for p in merging if all(p.contains(o) for o in merging)), None)
+        acc_dtype = torch.float32 if merging else qp.dtype
+        out = (torch.zeros if merging and first is None else torch.empty)(B, H, Lp, D, dtype=acc_dtype,
+                                                                          device=qp.device)
         lse = torch.full((B, H, Lp), float("-inf"), dtype=torch.float32, device=qp.device)
         pending = []
         for part, alone in zip(shared, single):
@@ -321,8 +332,13 @@ class _PartsAttention(torch.autograd.Function):
                 lse_part = part.region(lse)
                 torch.logaddexp(lse_part, l, out=lse_part)
                 pending.append((part, o, l))
+        pending.sort(key=lambda item: item[0] is not first)
         for part, o, l in pending:
-            part.region(out).addcmul_(o, torch.exp(l - part.region(lse)).unsqueeze(-1))
+            weight = torch.exp(l - part.region(lse)).unsqueeze(-1)
+            if part is first:
+                torch.mul(o, weight, out=part.region(out))
+            else:
+                part.region(out).addcmul_(o, weight)
         for part in parts:
             if part.exclusive:
                 o, l = _flash(part.queries(qp), *part.keys(kp, vp), 0.0, False, attn_mask=part.mask, scale=scale)
@@ -330,7 +346,7 @@ class _PartsAttention(torch.autograd.Function):
                 part.region(lse).copy_(l)
         out = out.to(qp.dtype)
         ctx.save_for_backward(qp, kp, vp, out, lse)
-        ctx.parts, ctx.scale = parts, scale
+        ctx.parts, ctx.scale = backward_parts or parts, scale
         return out
 
     @staticmethod
@@ -356,7 +372,7 @@ class _PartsAttention(torch.autograd.Function):
                     part.region(out), part.region(lse), 0.0, False, attn_mask=part.mask, scale=ctx.scale)
                 part.region(dq).add_(dq_part)
                 part.keys.add_grad(dk_part, dv_part, dk, dv)
-        return dq.to(qp.dtype), dk.to(kp.dtype), dv.to(vp.dtype), None, None
+        return dq.to(qp.dtype), dk.to(kp.dtype), dv.to(vp.dtype), None, None, None
 
 
 def _fused_inputs(q, k, v, Lp):
@@ -424,12 +440,20 @@ def _edge_band_bias(L: int, first: int, last: int, qb: int, window: int, g: int,
 
 def _banded_fused(q, k, v, window, g, kpm, scale):
     B, H, L, D = q.shape
-    qb = band_tile(q.dtype)
-    n = -(-L // qb)
-    Lp = n * qb
-    span = qb + 2 * window
+    qb, qb_back = band_tile(q.dtype), band_tile(q.dtype, backward=True)
+    Lp = -(-L // max(qb, qb_back)) * max(qb, qb_back)  # whole tiles of both (powers of two)
     qp, kp, vp = _fused_inputs(q, k, v, Lp)
-    real = torch.arange(Lp, device=q.device) < L
+    parts = _band_parts(B, H, L, Lp, D, window, g, kpm, qb, q.device)
+    back = parts if qb_back == qb else _band_parts(B, H, L, Lp, D, window, g, kpm, qb_back, q.device)
+    out = _PartsAttention.apply(qp, kp, vp, parts, back, scale)
+    return out if Lp == L else out[:, :, :L]
+
+
+def _band_parts(B, H, L, Lp, D, window, g, kpm, qb, device) -> tuple:
+    """The local pattern as parts with query tiles of qb tokens (inputs padded to Lp, a multiple of qb)."""
+    n = Lp // qb
+    span = qb + 2 * window
+    real = torch.arange(Lp, device=device) < L
     parts = []
     for batch, kpm_b in _groups(B, kpm):
         nb = batch.stop - batch.start
@@ -447,9 +471,9 @@ def _banded_fused(q, k, v, window, g, kpm, scale):
             if last <= first:
                 continue
             if interior:
-                mask = _interior_band_bias(qb, window, q.device)
+                mask = _interior_band_bias(qb, window, device)
             elif kpm_b is None:
-                mask = _edge_band_bias(L, first, last, qb, window, g, q.device)
+                mask = _edge_band_bias(L, first, last, qb, window, g, device)
             else:
                 keys_ok = real & F.pad(kpm_b, (0, Lp - L))
                 mask = _bias(_band_allowed(first, last, qb, window, g, keys_ok))[None]
@@ -463,8 +487,7 @@ def _banded_fused(q, k, v, window, g, kpm, scale):
         keys_ok = real[None] if kpm is None else real[None] & F.pad(kpm, (0, Lp - L))
         mask = None if bool(keys_ok.all()) else _bias(keys_ok)[:, None, None, :]
         parts.append(_Part(slice(0, B), 0, g, (B, H, g, D), _Slice(slice(0, B), 0, Lp), mask, exclusive=True))
-    out = _PartsAttention.apply(qp, kp, vp, tuple(parts), scale)
-    return out if Lp == L else out[:, :, :L]
+    return tuple(parts)
 
 
 # ---------------------------------------------------------------------------------------- gathered, fused
@@ -617,7 +640,7 @@ def _gathered_fused(q, k, v, layout: BlockLayout, kpm, scale, split_heavy=True):
             if mask.shape[0] > 1 and nb > 1:
                 mask = mask[None].expand(nb, *mask.shape).reshape(nb * mask.shape[0], *mask.shape[1:])
             parts.append(_Part(batch, r0 * b, Lp, (nb * H, R, b, D), _Gather(batch, plan.rest.to(device), b), mask))
-    out = _PartsAttention.apply(qp, kp, vp, tuple(parts), scale)
+    out = _PartsAttention.apply(qp, kp, vp, tuple(parts), None, scale)
     return out if Lp == L else out[:, :, :L]
 
 
@@ -771,7 +794,8 @@ def _gathered_rows(qp, kp, vp, layout, lut, keys_real, rows, scale, dropout_p):
     kb = kp.reshape(B, H, n, b, D)
     vb = vp.reshape(B, H, n, b, D)
     if Hl == 1:
-        kg, vg = kb[:, :, idx[0]], vb[:, :, idx[0]]  # [B, H, R, m, b, D]
+        # index_select copies whole blocks (advanced indexing measured ~1.5-2x slower on CPU)
+        kg, vg = (x.index_select(2, idx[0].flatten()) for x in (kb, vb))  # [B, H, R*m, b, D]
     else:
         heads = torch.arange(H, device=qp.device)[:, None, None]
         kg, vg = kb[:, heads, idx], vb[:, heads, idx]
