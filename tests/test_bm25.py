@@ -11,6 +11,8 @@ from ir_datasets.formats import GenericDoc as Doc
 from mlret_plugin.evaluation import analyzers, bm25, java
 from mlret_plugin.evaluation.analyzers import UnsupportedLanguageError, analysis_for, analyze
 
+pytestmark = pytest.mark.slow  # the JVM (Lucene)
+
 
 def build(tmp_path: Path, lang: str, docs: list[Doc]) -> bm25.LuceneBM25Searcher:
     analysis = analysis_for(lang)

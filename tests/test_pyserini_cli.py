@@ -21,6 +21,8 @@ from mlret_plugin.evaluation import analyzers, bm25, java
 from mlret_plugin.evaluation.analyzers import analysis_for
 from mlret_plugin.evaluation.runs import read_run
 
+pytestmark = pytest.mark.slow  # Pyserini's CLI in the JVM, in subprocesses
+
 
 def mlret_subprocess(*args: str, module: str = "mlret_plugin", timeout: int = 300) -> subprocess.CompletedProcess:
     """`mlret ARGS` in a new Python process (its own JVM), as a user's shell would run it."""

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # torchrun with two processes
+
 SCRIPT = Path(__file__).resolve().parent / "ddp_hybrid.py"
 
 

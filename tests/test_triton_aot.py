@@ -10,6 +10,8 @@ import pytest
 
 from mlret_plugin.attention import triton_kernel as tk
 
+pytestmark = pytest.mark.slow  # ptxas compiles for sm_80 / sm_90
+
 aot = pytest.importorskip("triton_compile")  # benchmarks/, a development tool
 
 # The heaviest configurations: largest tiles, fully masked, both archs; fp32 only needs to fit.

@@ -10,6 +10,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # Triton's interpreter in a subprocess
+
 SCRIPT = textwrap.dedent(
     """
     import sys, torch

@@ -28,7 +28,9 @@ import torch
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "benchmarks"))  # the --worker subprocess has no conftest
 from kernel_cases import FAST_CASES, SLOW_CASES, build_layout, layout_from_blocks  # noqa: E402
-from mlret_plugin.attention.layout import BlockLayout
+from mlret_plugin.attention.layout import BlockLayout  # noqa: E402
+
+pytestmark = pytest.mark.slow  # Triton's interpreter in a subprocess
 
 TOL = {"float32": 1e-4, "float16": 2e-2}  # max abs error vs the float64 reference and the torch backend
 
