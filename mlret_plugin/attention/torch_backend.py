@@ -55,7 +55,7 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 BAND_QUERY_BLOCK = 32  # query tile of the banded path; 32 and 64 measured best on CPU (benchmarks/attention.py)
 BAND_QUERY_BLOCKS: dict[torch.dtype, int] = {}  # per-dtype query tiles where they differ from BAND_QUERY_BLOCK
 # The fused backward may tile differently (it works from the merged output and log-sum-exp, in token order).
-BAND_BACKWARD_BLOCK = 32
+BAND_BACKWARD_BLOCK = 64
 BAND_BACKWARD_BLOCKS: dict[torch.dtype, int] = {}
 # Below this many tokens dense SDPA with the exact mask beat the blocked paths on CPU: MiniLM's attention shape
 # (12 heads, d=32), batch 8, 512 tokens, local window 32 (density 0.12): banded 2-4x, gathered 2-3x the masked
@@ -145,7 +145,11 @@ _flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 _flash_backward = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward
 # The backward runs tiled parts in chunks whose key-window gradients (which the kernel materialises, one
 # window per tile) stay about this size: in cache, and reused memory instead of fresh pages.
-BACKWARD_CHUNK_BYTES = 8 << 20
+BACKWARD_CHUNK_BYTES = 2 << 20
+# The fused backward of these dtypes computes in float32 (inputs upcast, gradients returned in the input dtype):
+# PyTorch's CPU flash backward in bf16 measured 1.3x (local) to 1.25x (BigBird) slower than in float32 on the
+# fused paths' tiles (benchmarks/attention.py, 4,096 tokens), and float32 is the more exact. Forward stays native.
+BACKWARD_IN_FLOAT32 = {torch.bfloat16, torch.float16}
 
 
 class _Slice:
@@ -353,6 +357,9 @@ class _PartsAttention(torch.autograd.Function):
     def backward(ctx, grad):
         qp, kp, vp, out, lse = ctx.saved_tensors
         parts = ctx.parts
+        dtype = qp.dtype
+        if dtype in BACKWARD_IN_FLOAT32:
+            qp, kp, vp, out, grad = (t.float() for t in (qp, kp, vp, out, grad))
         grad = grad.contiguous()
         grad_shared = grad
         if any(p.exclusive for p in parts):
@@ -372,7 +379,7 @@ class _PartsAttention(torch.autograd.Function):
                     part.region(out), part.region(lse), 0.0, False, attn_mask=part.mask, scale=ctx.scale)
                 part.region(dq).add_(dq_part)
                 part.keys.add_grad(dk_part, dv_part, dk, dv)
-        return dq.to(qp.dtype), dk.to(kp.dtype), dv.to(vp.dtype), None, None, None
+        return dq.to(dtype), dk.to(dtype), dv.to(dtype), None, None, None
 
 
 def _fused_inputs(q, k, v, Lp):
