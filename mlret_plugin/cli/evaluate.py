@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from mlret_plugin.cli.backends import add_backend_arguments
 from mlret_plugin.cli.prompts import add_prompt_arguments
 from mlret_plugin.constants import CANDIDATE_KINDS
 from mlret_plugin.datasets import COLLECTIONS
@@ -41,6 +42,7 @@ def _add_system_args(parser: argparse.ArgumentParser) -> None:
                              "cuda:0,cuda:1")
     parser.add_argument("--processes", type=int, default=None, metavar="N",
                         help="encode with N CPU worker processes (sentence-transformers' multi-process pool)")
+    add_backend_arguments(parser)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -85,6 +87,7 @@ def build_systems(args: argparse.Namespace, default_if_none: bool = False) -> li
     return build(args.model, bm25=args.bm25, bm25_k1=args.bm25_k1, bm25_b=args.bm25_b, candidates=args.candidates,
                  query_prompt=args.query_prompt, passage_prompt=args.passage_prompt, batch_size=args.batch_size,
                  cache=False if args.no_cache else None, devices=args.devices, processes=args.processes,
+                 backend=args.backend, precision=args.precision,
                  default_if_none=default_if_none, allow_empty=bool(getattr(args, "run", None)))
 
 

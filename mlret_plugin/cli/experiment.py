@@ -13,7 +13,7 @@ import os
 import sys
 
 from mlret_plugin.cli import types
-from mlret_plugin.constants import CANDIDATE_KINDS, PASSAGE_FIELDS
+from mlret_plugin.constants import ATTENTION_BACKENDS, CANDIDATE_KINDS, PASSAGE_FIELDS
 from mlret_plugin.datasets import COLLECTIONS
 
 DEFAULT_VARIANTS = "dense,local:window=64,block_sparse:block=32"
@@ -46,7 +46,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     help="(sentence, paragraph) pairs [default; needed for noise] or the sentence alone")
     at.add_argument("--max-seq-length", type=int, default=None,
                     help="raise / lower the model's max_seq_length (noise is capped there; default: the model's)")
-    at.add_argument("--backend", default="auto", choices=("auto", "torch", "triton"), help="sparse attention backend")
+    at.add_argument("--attention-backend", default=None, choices=ATTENTION_BACKENDS,
+                    help="what runs the sparse patterns: auto (Triton on CUDA, else torch), torch or triton")
+    at.add_argument("--backend", default=None, choices=("torch", "auto", "triton"),
+                    help="what runs the model: torch (patterns stay on torch; with it the patterns also run on "
+                         "torch's path, as before). auto / triton: the attention backend's former flag (deprecated: "
+                         "use --attention-backend)")
+    at.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="fp32, or bf16 (torch.autocast; AVX512_BF16 / AMX) for encoding and fine-tuning")
     at.add_argument("--batch-size", type=int, default=32, help="encoding batch size")
     at.add_argument("--finetune-steps", type=int, default=0, help="short hybrid fine-tune after each swap (0: zero-shot)")
     at.add_argument("--finetune-train", default=None, help="training data id / JSONL (default: the other collection)")
@@ -91,6 +98,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ra.add_argument("--holdout-articles", type=int, default=0, metavar="K",
                     help="hold K seeded articles of --train out of training and also evaluate on their questions")
     ra.add_argument("--holdout-seed", type=int, default=0, help="seed of the held-out article draw")
+    ra.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                    help="fp32, or bf16 (torch.autocast; AVX512_BF16 / AMX) for evaluating each cell")
     ra.add_argument("--out", required=True, help="output folder (reuse it to resume)")
     _add_cache_arg(ra)
     ra.set_defaults(func=run_ratio_cli)
@@ -99,6 +108,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _add_cache_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true",
                         help="do not read or write the embedding cache (see `mlret cache info`)")
+
+
+def attention_backend(args: argparse.Namespace) -> str:
+    """--attention-backend, or the former meaning of --backend (auto / triton deprecated; torch kept)."""
+    if args.backend in ("auto", "triton"):
+        print(f"mlret experiment: --backend {args.backend} is deprecated for the attention backend: use "
+              f"--attention-backend {args.backend}", file=sys.stderr)
+        if args.attention_backend not in (None, args.backend):
+            raise SystemExit(f"mlret experiment: --backend {args.backend} and --attention-backend "
+                             f"{args.attention_backend} disagree")
+        return args.backend
+    return args.attention_backend or args.backend or "auto"
 
 
 def _fail(e: Exception) -> int:
@@ -115,7 +136,8 @@ def run_attention_cli(args: argparse.Namespace) -> int:
             args.collection, args.model, args.variants, args.noise, args.pool_sizes, args.out,
             seeds=args.seeds, cache=False if args.no_cache else None,
             candidates=args.candidates, mixed_noise=args.mixed_noise, seed=args.seed,
-            max_seq_length=args.max_seq_length, batch_size=args.batch_size, backend=args.backend,
+            max_seq_length=args.max_seq_length, batch_size=args.batch_size, backend=attention_backend(args),
+            precision=args.precision,
             finetune_steps=args.finetune_steps, finetune_train=args.finetune_train, finetune_alpha=args.finetune_alpha,
             finetune_batch_size=args.finetune_batch_size, finetune_passages=args.finetune_passages,
         )
@@ -137,7 +159,7 @@ def run_ratio_cli(args: argparse.Namespace) -> int:
             candidates=args.candidates, passage_field=args.passage_field, batch_size=args.batch_size,
             learning_rate=args.learning_rate, include_untrained=not args.no_untrained,
             only_untrained=args.only_untrained, holdout_articles=args.holdout_articles,
-            holdout_seed=args.holdout_seed,
+            holdout_seed=args.holdout_seed, precision=args.precision,
         )
     except (ValueError, TypeError, FileNotFoundError) as e:
         return _fail(e)

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from mlret_plugin.cli import types
+from mlret_plugin.cli.backends import add_backend_arguments
 from mlret_plugin.cli.prompts import add_prompt_arguments
 from mlret_plugin.constants import CANDIDATE_KINDS, PASSAGE_FIELDS
 from mlret_plugin.training.run import LOSSES
@@ -66,12 +67,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--loss", choices=LOSSES, default="mnrl")
     tr.add_argument("--mini-batch-size", type=int, default=32, help="for cached-mnrl")
     tr.add_argument("--seed", type=int, default=42)
+    tr.add_argument("--bf16", action="store_true",
+                    help="train in bf16 mixed precision (the Trainer's bf16=True; a CPU with AVX512_BF16 / AMX, or a GPU)")
     tr.add_argument("--save-steps", type=int, default=500)
     tr.add_argument("--resume", action="store_true", help="continue from the latest OUT/checkpoints/checkpoint-*")
     tr.add_argument("--candidates", choices=CANDIDATE_KINDS, default="context",
                     help="evaluation candidates: (sentence, paragraph) [default, as LAReQA] or sentence alone")
     tr.add_argument("--no-cache", action="store_true",
                     help="evaluate without reading or writing the embedding cache (see `mlret cache info`)")
+    add_backend_arguments(tr, where=" in the evaluation after training")
     tr.add_argument("--out", required=True, help="output folder")
     tr.set_defaults(func=run_train)
 
@@ -116,6 +120,12 @@ def check_args(args: argparse.Namespace):
         raise ValueError(f"--alpha {args.alpha}: expected a probability in [0, 1]")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size}: expected >= 1")
+    if args.bf16 or args.precision != "fp32" or args.backend != "torch":
+        from mlret_plugin.encoding.backends import check_backend
+
+        check_backend(args.backend, args.precision)  # the evaluation's
+        if args.bf16:
+            check_backend("torch", "bf16")
     train_is_file = args.train.endswith(".jsonl") or Path(args.train).is_file()
     if train_is_file and not Path(args.train).is_file():
         raise FileNotFoundError(f"--train {args.train}: no such file")
@@ -200,7 +210,7 @@ def run_train(args: argparse.Namespace) -> int:
             max_steps=args.max_steps, languages=args.languages, language_sampling=args.language_sampling,
             seed=args.seed, learning_rate=args.lr, warmup_ratio=args.warmup_ratio, save_steps=args.save_steps,
             resume=args.resume, loss=args.loss, mini_batch_size=args.mini_batch_size,
-            query_prompt=args.query_prompt, passage_prompt=args.passage_prompt,
+            query_prompt=args.query_prompt, passage_prompt=args.passage_prompt, bf16=args.bf16,
         )
     except (ValueError, FileNotFoundError) as e:
         print(f"mlret train: {e}", file=sys.stderr)
@@ -219,7 +229,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     retriever = DenseRetriever(model, candidates=args.candidates, name=f"hybrid-alpha{args.alpha:g}",
                                query_prompt=args.query_prompt, passage_prompt=args.passage_prompt,
-                               cache=False if args.no_cache else None)
+                               cache=False if args.no_cache else None, backend=args.backend,
+                               precision=args.precision)
     query_groups = None
     if held_out and train_subset.collection == eval_subset.collection:
         from mlret_plugin.training.splits import held_out_groups

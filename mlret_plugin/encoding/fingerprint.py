@@ -15,6 +15,7 @@ import weakref
 import torch
 
 from mlret_plugin.compat import hf_attn_implementation
+from mlret_plugin.encoding.backends import runtime_of
 
 FINGERPRINT_VERSION = 1
 _weights_memo: "weakref.WeakKeyDictionary[torch.nn.Module, tuple[tuple, str]]" = weakref.WeakKeyDictionary()
@@ -118,5 +119,8 @@ def encoder_fingerprint(model, **settings) -> str:
                      "sentence_transformers": sentence_transformers.__version__},
         "settings": settings,
     }
+    runtime = runtime_of(model)
+    if runtime is not None:  # another backend / precision than torch fp32 (whose keys stay as they were)
+        description["runtime"] = runtime
     canonical = json.dumps(description, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

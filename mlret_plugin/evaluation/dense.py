@@ -66,12 +66,17 @@ class DenseRetriever:
         cache: "EmbeddingCache | str | Path | bool | None" = None,
         devices: list[str] | str | None = None,
         processes: int | None = None,
+        backend: str = "torch",
+        precision: str = "fp32",
     ):
         """``query_prompt`` / ``passage_prompt``: None = the model's own sentence-transformers prompts
         ("query"; "passage", else "document"; empty ones do not count), a string (also "") overrides.
         ``cache``: None = the on-disk embedding cache at its default location unless MLRET_EMBEDDING_CACHE=0,
         False = off, a folder or an ``EmbeddingCache``. ``devices`` (e.g. "cuda:0,cuda:1") or ``processes``
-        (N CPU workers) encode on sentence-transformers' multi-process pool; ``close()`` stops it."""
+        (N CPU workers) encode on sentence-transformers' multi-process pool; ``close()`` stops it.
+        ``backend`` ('torch', 'onnx', 'openvino') and ``precision`` ('fp32', 'bf16', 'int8') run the model's
+        transformer (``mlret_plugin.encoding.backends``; applied in place to a model passed in); the embedding
+        cache keys on them, so one backend's embeddings are never served for another."""
         if candidates not in CANDIDATE_KINDS:
             raise ValueError(f"candidates={candidates!r}; expected one of {CANDIDATE_KINDS}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -86,10 +91,14 @@ class DenseRetriever:
             resolved = resolve_model_spec(model)
             if resolved is None:
                 raise ValueError(f"model {str(model)!r}: no dense model is available (see the warning above)")
-            self.model = load_model(resolved)
+            self.model = load_model(resolved, backend=backend, precision=precision)
             default_name = model_name(resolved)
         else:
+            from mlret_plugin.encoding.backends import apply_backend, runtime_of
+
             self.model = model
+            if runtime_of(model) is None:  # a model already on a backend is used as it is
+                apply_backend(model, backend, precision)
             default_name = _model_name(model)
         similarity = getattr(self.model, "similarity_fn_name", "cosine") or "cosine"
         if similarity not in ("cosine", "dot"):
@@ -118,9 +127,13 @@ class DenseRetriever:
 
     def describe(self) -> dict:
         """What defines this system's embeddings besides the model (for results.jsonl and the report)."""
+        from mlret_plugin.encoding.backends import runtime_of
+
+        runtime = runtime_of(self.model) or {"backend": "torch", "precision": "fp32"}
         return {"candidates": self.candidates, "query_prompt": self.query_prompt,
                 "query_prompt_source": self.query_prompt_source, "passage_prompt": self.passage_prompt,
-                "passage_prompt_source": self.passage_prompt_source}
+                "passage_prompt_source": self.passage_prompt_source, "backend": runtime["backend"],
+                "precision": runtime["precision"]}
 
     def clear_cache(self) -> None:
         """Forget in-memory embeddings (call after the model's weights change, e.g. between training epochs).

@@ -145,7 +145,8 @@ def save_figure(fig, path: Path, dpi: int = 110) -> Path:
     return path
 
 
-SYSTEM_FIELDS = ("candidates", "query_prompt", "query_prompt_source", "passage_prompt", "passage_prompt_source")
+SYSTEM_FIELDS = ("candidates", "query_prompt", "query_prompt_source", "passage_prompt", "passage_prompt_source",
+                 "backend", "precision")
 
 
 def system_settings(systems: list) -> dict[str, dict]:
@@ -174,9 +175,9 @@ def systems_table(rows: list[dict]) -> str | None:
         shown = f"`{text!r}`" if text else "none"
         return f"{shown} ({source.replace('model:', 'model prompt ')})" if source and source != "none" else shown
 
-    body = [[name, row.get("candidates", ""), prompt(row, "query"), prompt(row, "passage")]
-            for name, row in described.items()]
-    return markdown_table(["system", "candidates", "query prompt", "passage prompt"], body)
+    body = [[name, row.get("candidates", ""), prompt(row, "query"), prompt(row, "passage"),
+             f"{row.get('backend', 'torch')} {row.get('precision', 'fp32')}"] for name, row in described.items()]
+    return markdown_table(["system", "candidates", "query prompt", "passage prompt", "backend"], body)
 
 
 def lareqa_markdown(rows: list[dict], collection: str, langs: Iterable[str], timings: dict | None = None,

@@ -31,6 +31,8 @@ def build_systems(
     cache=None,
     devices: str | list[str] | None = None,
     processes: int | None = None,
+    backend: str = "torch",
+    precision: str = "fp32",
     default_if_none: bool = False,
     allow_empty: bool = False,
 ) -> list:
@@ -38,13 +40,17 @@ def build_systems(
 
     ``default_if_none``: with no model and no BM25, use the ``default`` model. Where ``default`` finds no dense
     model at all (no hub, no offline package), BM25 runs alone (announced loudly by the resolver).
-    ``cache``: the embedding cache (None: the default one, False: off, a folder). Raises ValueError for
-    nothing to evaluate unless ``allow_empty`` (e.g. only run files are evaluated)."""
+    ``cache``: the embedding cache (None: the default one, False: off, a folder). ``backend`` / ``precision``
+    run the dense models (``encoding.backends``; checked before any model loads); a system not on torch fp32 is
+    named with them (``NAME-onnx-int8``). Raises ValueError for nothing to evaluate unless ``allow_empty``
+    (e.g. only run files are evaluated)."""
     if candidates not in CANDIDATE_KINDS:
         raise ValueError(f"candidates={candidates!r}; expected one of {CANDIDATE_KINDS}")
     from mlret_plugin.encoding import parse_devices
+    from mlret_plugin.encoding.backends import check_backend
 
     device_list = parse_devices(devices, processes)
+    check_backend(backend, precision)
     chosen = list(models) or ([specs.DEFAULT_ALIAS] if default_if_none and not bm25 else [])
     resolved = []
     for spec in chosen:
@@ -63,9 +69,10 @@ def build_systems(
     from mlret_plugin.evaluation.dense import DenseRetriever
 
     names: set[str] = set()
+    suffix = "" if (backend, precision) == ("torch", "fp32") else f"-{backend}-{precision}"
     for path in resolved:
-        model = swappable.load_model(path)
-        name = specs.model_name(path)
+        model = swappable.load_model(path, backend=backend, precision=precision)
+        name = specs.model_name(path) + suffix
         if name in names:
             name = f"{name}-{len(names) + 1}"
         names.add(name)

@@ -64,7 +64,8 @@ class AttentionGrid:
     seeds: list[int | None] = field(default_factory=lambda: [None])  # training seeds; [None] when zero-shot
     max_seq_length: int | None = None
     batch_size: int = 32
-    backend: str = "auto"
+    backend: str = "auto"  # the attention backend of the patterns
+    precision: str = "fp32"  # fp32, or bf16 (torch.autocast) for encoding; part of a cell's key when not fp32
     finetune_steps: int = 0
     finetune_train: str | None = None
     finetune_alpha: float = 0.5
@@ -85,6 +86,7 @@ class AttentionGrid:
             "variant": variant.params(), "noise": noise, "mixed_noise": self.mixed_noise if noise > 0 else False,
             "seed": self.seed, "pool": list(pool_languages(self.collection, pool_size, self.seed)),
             "candidates": self.candidates, "max_seq_length": self.max_seq_length, "backend": self.backend,
+            **({"precision": self.precision} if self.precision != "fp32" else {}),
             "measures": list(MEASURES),
             "finetune": None if not self.finetune_steps else {
                 "steps": self.finetune_steps, "train": self.finetune_train, "alpha": self.finetune_alpha,
@@ -210,6 +212,9 @@ def build_grid(collection: str, model: str, variants: Sequence["AttentionVariant
         grid.finetune_train = TRAIN_FOR[collection]
     if not 0 <= grid.finetune_alpha <= 1:
         raise ValueError(f"finetune_alpha {grid.finetune_alpha}; expected a value in [0, 1]")
+    from mlret_plugin.encoding.backends import check_backend
+
+    check_backend("torch", grid.precision)  # patterns run on torch; bf16 needs the CPU for it
     if grid.finetune_steps:
         from mlret_plugin.experiments.finetune import check_batches, load_train_data
 
@@ -284,6 +289,7 @@ def run_attention_grid(grid: AttentionGrid, model=None, progress: bool = True) -
                             model, NoiseSpec(noise, mixed=grid.mixed_noise, seed=grid.seed), shared_queries=shared_queries,
                             candidates=grid.candidates, batch_size=grid.batch_size, show_progress_bar=False,
                             name=f"{variant.label}@noise={noise:g}", cache=grid.embedding_cache,
+                            precision=grid.precision,
                         )
                     start = time.perf_counter()
                     records: list[dict] = []
@@ -418,7 +424,8 @@ def _header(grid: AttentionGrid, cells: list[dict]) -> str:
         f" (distractors: same language, or every language where marked mixed; data seed {grid.seed}); achieved: "
         f"{noise_note or '-'}",
         f"- Pools (English first, seeded order, nested): " + "; ".join(f"{k}: {v}" for k, v in pools.items()),
-        f"- Variants: {', '.join(variants)} (backend {grid.backend}); every finished cell in this folder with the same "
+        f"- Variants: {', '.join(variants)} (attention backend {grid.backend}, precision {grid.precision}); every "
+        "finished cell in this folder with the same "
         "model, collection, candidates, length and fine-tune recipe is reported (commands sharing --out join here)",
         f"- Machine: {platform.machine()} {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}; cell compute time {(seconds + train_seconds) / 60:.1f} min"

@@ -188,6 +188,7 @@ class RatioGrid:
     _evaluations: list | None = field(default=None, repr=False)
     train_data: object = field(default=None, repr=False)  # loaded and checked by build_ratio_grid
     embedding_cache: object = field(default=None, repr=False)  # DenseRetriever's cache=: None default, False off
+    precision: str = "fp32"  # fp32, or bf16 (torch.autocast) for evaluation; part of a cell's key when not fp32
 
     def cells(self) -> list[tuple[ModelSpec, float | None, int | None]]:
         untrained = [(None, None)] if self.include_untrained else []
@@ -204,12 +205,13 @@ class RatioGrid:
             "passage_field": self.passage_field if trained else None, "seed": seed if trained else None,
             "eval": self.eval_collection, "langs": list(self._langs), "candidates": self.candidates, "measures": list(MEASURES),
             **({"holdout": {"train": self.train, "articles": self.held_out}} if self.holdout_articles else {}),
+            **({"precision": self.precision} if self.precision != "fp32" else {}),
         }
 
     def joins(self, params: dict) -> bool:
         """Whether a cached cell belongs in this grid's report: same evaluation and, if trained, same recipe."""
         reference = self.params(self.models[0], self.alphas[0], self.seeds[0])
-        keys = ["experiment", "eval", "langs", "candidates", "measures", "holdout"]
+        keys = ["experiment", "eval", "langs", "candidates", "measures", "holdout", "precision"]
         if params.get("alpha") is not None:
             keys += ["train", "max_steps", "batch_size", "lr", "passage_field"]
         return all(params.get(k) == reference.get(k) for k in keys)
@@ -310,6 +312,9 @@ def build_ratio_grid(train: str, eval_collection: str, models: Sequence[ModelSpe
         raise ValueError(f"candidates {grid.candidates!r}; expected one of {CANDIDATE_KINDS}")
     if grid.holdout_articles < 0:
         raise ValueError(f"holdout_articles {grid.holdout_articles}; expected >= 0")
+    from mlret_plugin.encoding.backends import check_backend
+
+    check_backend("torch", grid.precision)
     if grid.holdout_articles:
         if str(train).endswith(".jsonl") or Path(train).is_file():
             raise ValueError("holdout_articles needs train to be a dataset id (articles come from its doc ids)")
@@ -365,7 +370,7 @@ def run_ratio_grid(grid: RatioGrid, progress: bool = True) -> list[dict]:
                 # a new retriever per evaluation: candidates of another collection share nothing
                 retriever = DenseRetriever(model, candidates=grid.candidates, batch_size=grid.eval_batch_size,
                                            show_progress_bar=False, name=f"{spec.label}@alpha={alpha}",
-                                           cache=grid.embedding_cache)
+                                           cache=grid.embedding_cache, precision=grid.precision)
                 sink: list[dict] = []
                 found = run_lareqa(collection, [retriever], langs=langs, measures=MEASURES, progress=False,
                                    query_groups=groups, per_query_sink=sink)

@@ -63,15 +63,22 @@ def train_hybrid(
     show_progress: bool = True,
     query_prompt: str | None = None,
     passage_prompt: str | None = None,
+    bf16: bool = False,
 ) -> Path:
     """Train ``model`` on parallel data with hybrid batches; save it to ``out_dir/model`` and return that path.
 
     Checkpoints go to ``out_dir/checkpoints`` every ``save_steps``; ``resume=True`` continues from the
     latest one (an error when there is none, so a typo does not silently restart training).
     Queries and passages get the model's own prompts unless ``query_prompt`` / ``passage_prompt`` (also
-    "") override them (``mlret_plugin.training.prompts``).
+    "") override them (``mlret_plugin.training.prompts``). ``bf16``: the Trainer's own mixed precision (its
+    ``bf16=True``: autocast to bfloat16, fp32 master weights), on a CPU with AVX512_BF16 / AMX or a GPU.
     """
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+    if bf16:
+        from mlret_plugin.encoding.backends import check_backend
+
+        check_backend("torch", "bf16", "cuda" if _has_cuda() else "cpu")
 
     from mlret_plugin.models.pooler import save_keeping_no_pooler
     from mlret_plugin.training.prompts import column_prompts, training_prompts
@@ -110,6 +117,7 @@ def train_hybrid(
         use_cpu=not _has_cuda(),
         prompts=column_prompts(query, passage),
         router_mapping=router_mapping(model),
+        bf16=bf16,
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset,
                                          loss=make_loss(model, loss, mini_batch_size))
