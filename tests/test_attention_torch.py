@@ -201,7 +201,7 @@ def check_against_float64(q, k, v, layout, kpm, path, tol=2e-5, scale=None):
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "single_call"])
 @pytest.mark.parametrize("name", sorted(EXACT))
-@pytest.mark.parametrize("L", (63, 100, 257, 301))
+@pytest.mark.parametrize("L", (63, 257, 301))
 def test_paths_equal_float64_reference(name, L, fused, monkeypatch):
     """Forward and backward of every path, fused (CPU parts + merge) and single-call, against float64 dense
     attention with the same token mask: no padding, right padding and holes, odd lengths, per-head layouts,

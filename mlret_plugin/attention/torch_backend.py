@@ -7,7 +7,9 @@ On CPU without dropout (the *fused* paths), the pattern is split into parts that
 without copying keys, each returning its log-sum-exp; the parts' partial softmaxes are merged exactly
 (``out = sum_i exp(lse_i - LSE) * out_i``, ``LSE = logaddexp_i lse_i``) by one autograd Function whose
 backward runs the kernel's backward per part with the merged output and LSE (exact: ``P = exp(S - LSE)``
-and ``rowsum(dO * O)`` are those of the whole row):
+and ``rowsum(dO * O)`` are those of the whole row). The backward tiles on its own (``BAND_BACKWARD_BLOCK``)
+and runs tiled parts in chunks (``BACKWARD_CHUNK_BYTES``), so the per-tile key-window gradients the kernel
+materialises stay in cache; overlapping windows are summed one tile at a time:
 
 - ``banded`` (layouts with a token window, i.e. the local pattern): heads (and batch) go along the kernel's
   batch dimension and query tiles along its head dimension (``[B*H, n_tiles, tile, D]``, a free view); each
@@ -31,8 +33,10 @@ and ``rowsum(dO * O)`` are those of the whole row):
 Elsewhere (CUDA, or attention dropout, which the CPU flash kernel does not do) ``banded`` and ``gathered``
 run as single ``scaled_dot_product_attention`` calls over copied key windows / gathered blocks.
 
-Dtypes: float32, bfloat16, float16 and float64 run natively (q, k, v and the output in that dtype; the
-kernel accumulates in float32, the merge of parts too); any other dtype is an error, never a silent cast.
+Dtypes: float32, bfloat16, float16 and float64 run natively (q, k, v, the output and the gradients in that
+dtype; the kernel accumulates in float32, the merge of parts and the gradient sums too); the fused backward
+of bfloat16 / float16 computes in float32, chunk by chunk (``BACKWARD_IN_FLOAT32``: faster than the CPU
+kernel's bf16 backward on these tiles, and more exact). Any other dtype is an error, never a silent cast.
 Under ``torch.autocast`` float32 inputs are cast to the autocast dtype, as ``scaled_dot_product_attention``
 is. Query rows whose keys are all masked (padding) get finite, meaningless outputs.
 """
@@ -41,8 +45,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 
@@ -158,8 +160,9 @@ class _Slice:
     def __init__(self, batch: slice, start: int, stop: int):
         self.batch, self.start, self.stop = batch, start, stop
 
-    def __call__(self, kp, vp):
-        return kp[self.batch, :, self.start:self.stop], vp[self.batch, :, self.start:self.stop]
+    def __call__(self, kp, vp, dtype=None):
+        return (kp[self.batch, :, self.start:self.stop].to(dtype or kp.dtype),
+                vp[self.batch, :, self.start:self.stop].to(dtype or vp.dtype))
 
     def add_grad(self, dk_part, dv_part, dk, dv):
         dk[self.batch, :, self.start:self.stop].add_(dk_part)
@@ -179,19 +182,17 @@ class _Window:
     def sub(self, t0: int, t1: int) -> "_Window":
         return _Window(self.batch, self.first + t0, self.first + t1, self.step, self.before, self.span)
 
-    def window(self, x: torch.Tensor) -> torch.Tensor:
+    def window(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         x = x[self.batch]
         nb, H, Lp, D = x.shape
+        x = x[:, :, max(self.start, 0):min(self.stop, Lp)].to(dtype or x.dtype)  # converts just the range
         if self.start < 0 or self.stop > Lp:
-            x = F.pad(x[:, :, max(self.start, 0):min(self.stop, Lp)],
-                      (0, 0, max(-self.start, 0), max(self.stop - Lp, 0)))
-        else:
-            x = x[:, :, self.start:self.stop]
+            x = F.pad(x, (0, 0, max(-self.start, 0), max(self.stop - Lp, 0)))
         w = x.unfold(2, self.span, self.step).transpose(-1, -2)  # [nb, H, tiles, span, D]
         return w.reshape(nb * H, self.last - self.first, self.span, D)
 
-    def __call__(self, kp, vp):
-        return self.window(kp), self.window(vp)
+    def __call__(self, kp, vp, dtype=None):
+        return self.window(kp, dtype), self.window(vp, dtype)
 
     def fold(self, grad: torch.Tensor, out: torch.Tensor) -> None:
         """Add the window gradients [nb*H, tiles, span, D] into out [B, H, Lp, D] (overlaps summed): one add per
@@ -242,8 +243,8 @@ class _Gather:
             return out.view(nb, H, R * m * b, D)
         return out.view(nb * H, R, m * b, D)
 
-    def __call__(self, kp, vp):
-        return self.gather(kp), self.gather(vp)
+    def __call__(self, kp, vp, dtype=None):
+        return self.gather(kp).to(dtype or kp.dtype), self.gather(vp).to(dtype or vp.dtype)
 
     def add_grad(self, dk_part, dv_part, dk, dv):
         b = self.block
@@ -358,8 +359,8 @@ class _PartsAttention(torch.autograd.Function):
         qp, kp, vp, out, lse = ctx.saved_tensors
         parts = ctx.parts
         dtype = qp.dtype
-        if dtype in BACKWARD_IN_FLOAT32:
-            qp, kp, vp, out, grad = (t.float() for t in (qp, kp, vp, out, grad))
+        # Each chunk's inputs are converted on the fly (small, in cache), never whole tensors.
+        work = torch.float32 if dtype in BACKWARD_IN_FLOAT32 else dtype
         grad = grad.contiguous()
         grad_shared = grad
         if any(p.exclusive for p in parts):
@@ -369,14 +370,15 @@ class _PartsAttention(torch.autograd.Function):
                 if part.exclusive:
                     part.region(grad_shared).zero_()
         # Gradients from several parts (and overlapping key windows) accumulate in float32.
-        acc = torch.promote_types(qp.dtype, torch.float32)
+        acc = torch.promote_types(dtype, torch.float32)
         dq, dk, dv = (torch.zeros(t.shape, dtype=acc, device=t.device) for t in (qp, kp, vp))
         for whole in parts:
-            for part in whole.chunks(qp.element_size()):
-                k_part, v_part = part.keys(kp, vp)
+            for part in whole.chunks(torch.finfo(work).bits // 8):
+                k_part, v_part = part.keys(kp, vp, work)
                 dq_part, dk_part, dv_part = _flash_backward(
-                    part.region(grad if part.exclusive else grad_shared), part.queries(qp), k_part, v_part,
-                    part.region(out), part.region(lse), 0.0, False, attn_mask=part.mask, scale=ctx.scale)
+                    part.region(grad if part.exclusive else grad_shared).to(work), part.queries(qp).to(work),
+                    k_part, v_part, part.region(out).to(work), part.region(lse), 0.0, False, attn_mask=part.mask,
+                    scale=ctx.scale)
                 part.region(dq).add_(dq_part)
                 part.keys.add_grad(dk_part, dv_part, dk, dv)
         return dq.to(dtype), dk.to(dtype), dv.to(dtype), None, None, None
