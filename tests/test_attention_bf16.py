@@ -115,3 +115,16 @@ def test_tiny_bert_in_bf16_and_under_autocast_encodes_like_float32(pattern, tmp_
     for other in (autocast, bf16):
         cosine = F.cosine_similarity(other.float(), fp32.float(), dim=-1)
         assert cosine.min().item() >= COSINE, cosine
+
+
+@pytest.mark.parametrize("name", ["local_global", "bigbird"])
+def test_float16_runs_natively_too(name):
+    (_, (q, k, v), kpm) = inputs(2, 4, 1100, 32, seed=2)
+    q16, k16, v16 = (t.detach().half().requires_grad_() for t in (q, k, v))
+    config = PATTERNS[name]
+    out = sparse_attention(q16, k16, v16, config, key_padding_mask=kpm, backend="torch")
+    ref = sparse_attention(q, k, v, config, key_padding_mask=kpm, backend="torch")
+    assert out.dtype == torch.float16
+    assert ((out.float() - ref) * kpm[:, None, :, None]).abs().max().item() <= 2e-3  # fp16: 10 mantissa bits
+    grads = torch.autograd.grad((out.float() * kpm[:, None, :, None]).sum(), (q16, k16, v16))
+    assert all(g.dtype == torch.float16 and g.isfinite().all() for g in grads)
