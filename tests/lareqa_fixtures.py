@@ -34,10 +34,10 @@ def _paragraph(lang: str, a: int, p: int, n_sentences: int, qids: list[tuple[str
     return {"context": " ".join(sentences), "sentences": sentences, "sentence_breaks": breaks, "qas": qas}
 
 
-def fixture_json(collection: str, lang: str) -> dict:
+def fixture_json(collection: str, lang: str, articles: int = ARTICLES) -> dict:
     langs = COLLECTIONS[collection]
     data = []
-    for a in range(ARTICLES):
+    for a in range(articles):
         paragraphs = []
         for p in range(PARAGRAPHS):
             qids = []
@@ -54,13 +54,14 @@ def fixture_json(collection: str, lang: str) -> dict:
     return {"version": "1.1", "data": data}
 
 
-def write_fixture_collection(root: Path) -> Path:
+def write_fixture_collection(root: Path, articles: int = ARTICLES) -> Path:
     """Write ``root/{xquad-r,mlqa-r}/{lang}.json`` (+ LICENSE) and return root."""
     for collection, langs in COLLECTIONS.items():
         (root / collection).mkdir(parents=True, exist_ok=True)
         (root / collection / "LICENSE").write_text("fixture licence\n")
         for lang in langs:
-            (root / collection / f"{lang}.json").write_text(json.dumps(fixture_json(collection, lang), ensure_ascii=False))
+            data = fixture_json(collection, lang, articles)
+            (root / collection / f"{lang}.json").write_text(json.dumps(data, ensure_ascii=False))
     return root
 
 
@@ -75,12 +76,12 @@ def fixture_downloads(root: Path) -> dict:
     return config
 
 
-def seeded_home(tmp_path: Path, monkeypatch) -> Path:
+def seeded_home(tmp_path: Path, monkeypatch, articles: int = ARTICLES) -> Path:
     """Point IR_DATASETS_HOME at a fresh cache seeded with fixture files; returns the home folder."""
     from mlret_plugin.datasets import lareqa
     from mlret_plugin.datasets.seed import seed_cache
 
-    source = write_fixture_collection(tmp_path / "lareqa-src")
+    source = write_fixture_collection(tmp_path / "lareqa-src", articles)
     home = tmp_path / "irds-home"
     monkeypatch.setenv("IR_DATASETS_HOME", str(home))
     config = fixture_downloads(source)

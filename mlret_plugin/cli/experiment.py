@@ -13,6 +13,7 @@ import os
 import sys
 
 from mlret_plugin.cli import types
+from mlret_plugin.cli.recipe import add_recipe_arguments, recipe_of
 from mlret_plugin.constants import ATTENTION_BACKENDS, CANDIDATE_KINDS, PASSAGE_FIELDS
 from mlret_plugin.datasets import COLLECTIONS
 
@@ -75,7 +76,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "on --eval. MODEL:layers=N keeps the first N layers (a size series from one checkpoint).",
     )
     ra.add_argument("--train", required=True, help="training data: mlret dataset id (e.g. mlqa-r) or JSONL")
-    ra.add_argument("--eval", required=True, choices=sorted(COLLECTIONS), help="evaluation collection")
+    ra.add_argument("--eval", required=True, choices=sorted(COLLECTIONS) + ["none"],
+                    help="zero-shot evaluation collection, or 'none' (a recipe search on --split dev)")
     ra.add_argument("--eval-langs", type=types.names, default=None,
                     help="restrict evaluation to these languages (comma-separated)")
     ra.add_argument("--models", type=types.models, required=True,
@@ -98,8 +100,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ra.add_argument("--holdout-articles", type=int, default=0, metavar="K",
                     help="hold K seeded articles of --train out of training and also evaluate on their questions")
     ra.add_argument("--holdout-seed", type=int, default=0, help="seed of the held-out article draw")
+    ra.add_argument("--split", choices=("dev", "test"), default=None,
+                    help="split --train by article into train / dev / test (seeded; dev and test never trained on) and "
+                         "evaluate on this part's questions")
+    ra.add_argument("--split-seed", type=int, default=0, help="seed of the article split")
     ra.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                     help="fp32, or bf16 (torch.autocast; AVX512_BF16 / AMX) for evaluating each cell")
+    add_recipe_arguments(ra)
+    ra.add_argument("--wise-weights", type=types.numbers, default="1",
+                    help="also evaluate each trained model at these WiSE-FT weights (1: the fine-tuned model; 0.5: "
+                         "halfway back to its starting weights), e.g. 1,0.75,0.5")
     ra.add_argument("--out", required=True, help="output folder (reuse it to resume)")
     _add_cache_arg(ra)
     ra.set_defaults(func=run_ratio_cli)
@@ -154,12 +164,14 @@ def run_ratio_cli(args: argparse.Namespace) -> int:
 
     try:
         grid = build_ratio_grid(
-            args.train, args.eval, args.models, args.alphas, args.max_steps, args.out, eval_langs=args.eval_langs,
+            args.train, None if args.eval == "none" else args.eval, args.models, args.alphas, args.max_steps, args.out,
+            eval_langs=args.eval_langs,
             seeds=args.seeds, baseline=args.baseline, cache=False if args.no_cache else None,
             candidates=args.candidates, passage_field=args.passage_field, batch_size=args.batch_size,
             learning_rate=args.learning_rate, include_untrained=not args.no_untrained,
             only_untrained=args.only_untrained, holdout_articles=args.holdout_articles,
-            holdout_seed=args.holdout_seed, precision=args.precision,
+            holdout_seed=args.holdout_seed, precision=args.precision, split=args.split, split_seed=args.split_seed,
+            recipe=recipe_of(args), wise_weights=args.wise_weights,
         )
     except (ValueError, TypeError, FileNotFoundError) as e:
         return _fail(e)

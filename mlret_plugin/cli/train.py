@@ -14,6 +14,7 @@ from pathlib import Path
 from mlret_plugin.cli import types
 from mlret_plugin.cli.backends import add_backend_arguments
 from mlret_plugin.cli.prompts import add_prompt_arguments
+from mlret_plugin.cli.recipe import add_recipe_arguments
 from mlret_plugin.constants import CANDIDATE_KINDS, PASSAGE_FIELDS
 from mlret_plugin.training.run import LOSSES
 
@@ -63,12 +64,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     steps.add_argument("--max-steps", type=int, default=-1)
     tr.add_argument("--batch-size", type=int, default=32, help="pairs per batch (per process)")
     tr.add_argument("--lr", type=float, default=2e-5)
-    tr.add_argument("--warmup-ratio", type=float, default=0.1)
-    tr.add_argument("--loss", choices=LOSSES, default="mnrl")
-    tr.add_argument("--mini-batch-size", type=int, default=32, help="for cached-mnrl")
+    add_recipe_arguments(tr, loss_choices=LOSSES)
+    tr.add_argument("--wise-ft", type=float, default=1.0, metavar="WEIGHT",
+                    help="WiSE-FT: save and evaluate (1 - WEIGHT) * start + WEIGHT * fine-tuned weights (default 1: "
+                         "the fine-tuned model)")
+    tr.add_argument("--article-split", action="store_true",
+                    help="for dataset ids: split --train by article into train / dev / test (seeded by --split-seed); "
+                         "only train articles are trained on; --eval on the same collection evaluates --eval-part")
+    tr.add_argument("--split-seed", type=int, default=0, help="seed of --article-split")
+    tr.add_argument("--eval-part", choices=("dev", "test"), default="test",
+                    help="with --article-split and --eval on the training collection: the part evaluated")
     tr.add_argument("--seed", type=int, default=42)
-    tr.add_argument("--bf16", action="store_true",
-                    help="train in bf16 mixed precision (the Trainer's bf16=True; a CPU with AVX512_BF16 / AMX, or a GPU)")
     tr.add_argument("--save-steps", type=int, default=500)
     tr.add_argument("--resume", action="store_true", help="continue from the latest OUT/checkpoints/checkpoint-*")
     tr.add_argument("--candidates", choices=CANDIDATE_KINDS, default="context",
@@ -132,6 +138,12 @@ def check_args(args: argparse.Namespace):
     train_subset = None if train_is_file else parse_dataset_id(args.train)
     if args.holdout_articles and train_subset is None:
         raise ValueError("--holdout-articles needs --train to be a dataset id (articles come from its doc ids)")
+    if args.article_split and (train_subset is None or args.holdout_articles):
+        raise ValueError("--article-split needs --train to be a dataset id, and replaces --holdout-articles")
+    if args.hard_negatives and train_subset is None:
+        raise ValueError("--hard-negatives needs --train to be a dataset id (negatives are the answer's paragraph)")
+    if not 0 <= args.wise_ft <= 1:
+        raise ValueError(f"--wise-ft {args.wise_ft}: expected a weight in [0, 1]")
     if args.lock_text and args.image_tower is None:
         raise ValueError("--lock-text applies to the new dual encoder of --image-tower DIM")
     if args.image_tower is not None and args.image_tower < 1:
@@ -151,7 +163,7 @@ def check_args(args: argparse.Namespace):
         langs = args.eval_langs or sorted(set(eval_subset.qlangs) | set(eval_subset.dlangs))
         eval_langs = list(check_langs(eval_subset.collection, langs))
         if (train_subset is not None and train_subset.collection == eval_subset.collection
-                and not args.holdout_articles):
+                and not args.holdout_articles and not args.article_split):
             raise ValueError(
                 f"--train {args.train} and --eval {args.eval} are one collection: the protocol is zero-shot "
                 "(train on one collection, evaluate on another, e.g. --train mlqa-r --eval xquad-r), or hold out "
@@ -171,18 +183,26 @@ def run_train(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    held_out = None
+    held_out, evaluated = None, None  # articles kept out of training; articles whose questions are evaluated
     if args.holdout_articles:
         from mlret_plugin.training.splits import holdout_articles
 
-        held_out = holdout_articles(args.train, args.holdout_articles, args.seed)
-        if not process_rank():  # every rank draws the same articles (seeded); one writes them
-            from mlret_plugin.atomic import atomic_write_text
+        held_out = evaluated = holdout_articles(args.train, args.holdout_articles, args.seed)
+        record = {"dataset": args.train, "articles": held_out}
+    if args.article_split:
+        from mlret_plugin.training.splits import article_split
 
-            atomic_write_text(out / "holdout.json", json.dumps({"dataset": args.train, "articles": held_out}) + "\n")
+        parts = article_split(args.train, seed=args.split_seed)
+        held_out, evaluated = sorted(parts.dev + parts.test), parts.part(args.eval_part)
+        record = {"dataset": args.train, "split_seed": args.split_seed, **parts.as_dict()}
+    if held_out and not process_rank():  # every rank draws the same articles (seeded); one writes them
+        from mlret_plugin.atomic import atomic_write_text
+
+        atomic_write_text(out / "holdout.json", json.dumps(record) + "\n")
     try:
         data = load_parallel(args.train, passage_field=args.passage, languages=args.languages,
-                             exclude_articles=set(held_out) if held_out else None)
+                             exclude_articles=set(held_out) if held_out else None,
+                             **({"hard_negatives": True} if args.hard_negatives else {}))
     except (ValueError, FileNotFoundError) as e:
         print(f"mlret train: {e}", file=sys.stderr)
         return 2
@@ -211,6 +231,8 @@ def run_train(args: argparse.Namespace) -> int:
             seed=args.seed, learning_rate=args.lr, warmup_ratio=args.warmup_ratio, save_steps=args.save_steps,
             resume=args.resume, loss=args.loss, mini_batch_size=args.mini_batch_size,
             query_prompt=args.query_prompt, passage_prompt=args.passage_prompt, bf16=args.bf16,
+            freeze_embeddings=args.freeze_embeddings, distill_weight=args.distill_weight,
+            wise_ft=args.wise_ft,
         )
     except (ValueError, FileNotFoundError) as e:
         print(f"mlret train: {e}", file=sys.stderr)
@@ -232,11 +254,11 @@ def run_train(args: argparse.Namespace) -> int:
                                cache=False if args.no_cache else None, backend=args.backend,
                                precision=args.precision)
     query_groups = None
-    if held_out and train_subset.collection == eval_subset.collection:
+    if evaluated and train_subset.collection == eval_subset.collection:
         from mlret_plugin.training.splits import held_out_groups
 
-        query_groups = held_out_groups(args.train, set(held_out))
-        print(f"evaluating the {len(query_groups)} held-out questions of articles {held_out} against every "
+        query_groups = held_out_groups(args.train, set(evaluated))
+        print(f"evaluating the {len(query_groups)} held-out questions of {len(evaluated)} articles against every "
               f"candidate of {eval_subset.collection}", file=sys.stderr)
     run_lareqa(eval_subset.collection, [retriever], langs=eval_langs, out_dir=out / "eval", query_groups=query_groups)
     print(f"results: {out / 'eval' / 'results.jsonl'}", file=sys.stderr)

@@ -19,6 +19,14 @@ collection are removed from training, and every cell is evaluated twice: zero-sh
 held-out questions of the training collection (candidates: its whole collection), as ``mlret train
 --holdout-articles`` does.
 
+Recipe: ``recipe`` holds the training knobs beyond steps, batch size and learning rate (``RECIPE_DEFAULTS``:
+the loss and its mini-batch size, hard negatives, frozen word embeddings, a distillation weight, warm-up,
+bf16). ``split`` ("dev" or "test") splits the training collection by article (``training.splits.article_split``
+with ``split_seed``): dev and test articles never reach training, and every cell is evaluated on that part's
+questions (candidates: the whole collection); ``eval_collection=None`` leaves out the zero-shot evaluation
+(a recipe search on dev must not look at it). ``wise_weights`` evaluates each trained model also at those
+WiSE-FT interpolations with its starting weights (``training.wise``); such cells are labelled ``[WiSE w]``.
+
 Joining commands: the report covers every finished cell in ``OUT`` with the same evaluation and training
 recipe, whatever its model, alpha or seed, so a long grid runs as several commands sharing one ``--out``
 (one seed or one alpha each) and each writes the joined report.
@@ -189,14 +197,21 @@ class RatioGrid:
     train_data: object = field(default=None, repr=False)  # loaded and checked by build_ratio_grid
     embedding_cache: object = field(default=None, repr=False)  # DenseRetriever's cache=: None default, False off
     precision: str = "fp32"  # fp32, or bf16 (torch.autocast) for evaluation; part of a cell's key when not fp32
+    recipe: dict = field(default_factory=dict)  # training knobs that differ from RECIPE_DEFAULTS
+    split: str | None = None  # "dev" / "test": evaluate on that part of the train collection's article split
+    split_seed: int = 0
+    wise_weights: list[float] = field(default_factory=lambda: [1.0])  # WiSE-FT weights evaluated per training
+    evaluated_part: list = field(default_factory=list, repr=False)  # articles of the evaluated split part
 
-    def cells(self) -> list[tuple[ModelSpec, float | None, int | None]]:
-        untrained = [(None, None)] if self.include_untrained else []
+    def cells(self) -> list[tuple[ModelSpec, float | None, int | None, float | None]]:
+        """(model, alpha, training seed, WiSE-FT weight): one per evaluation; the weights of one training share it."""
+        untrained = [(None, None, None)] if self.include_untrained else []
         if self.only_untrained:
-            return [(m, None, None) for m in self.models]
-        return [(m, a, s) for m in self.models for a, s in untrained + [(a, s) for a in self.alphas for s in self.seeds]]
+            return [(m, None, None, None) for m in self.models]
+        trained = [(a, s, w) for a in self.alphas for s in self.seeds for w in self.wise_weights]
+        return [(m, a, s, w) for m in self.models for a, s, w in untrained + trained]
 
-    def params(self, model: ModelSpec, alpha: float | None, seed: int | None = None) -> dict:
+    def params(self, model: ModelSpec, alpha: float | None, seed: int | None = None, wise: float | None = 1.0) -> dict:
         trained = alpha is not None
         return {
             "experiment": "ratio", "model": model.path, "layers": model.layers, "alpha": alpha,
@@ -206,29 +221,39 @@ class RatioGrid:
             "eval": self.eval_collection, "langs": list(self._langs), "candidates": self.candidates, "measures": list(MEASURES),
             **({"holdout": {"train": self.train, "articles": self.held_out}} if self.holdout_articles else {}),
             **({"precision": self.precision} if self.precision != "fp32" else {}),
+            **({"recipe": self.recipe} if self.recipe and trained else {}),
+            **({"split": {"train": self.train, "seed": self.split_seed, "part": self.split,
+                          "articles": self.evaluated_part}} if self.split else {}),
+            **({"wise": wise} if trained and wise not in (None, 1.0) else {}),
         }
 
     def joins(self, params: dict) -> bool:
         """Whether a cached cell belongs in this grid's report: same evaluation and, if trained, same recipe."""
         reference = self.params(self.models[0], self.alphas[0], self.seeds[0])
-        keys = ["experiment", "eval", "langs", "candidates", "measures", "holdout", "precision"]
+        keys = ["experiment", "eval", "langs", "candidates", "measures", "holdout", "precision", "split"]
         if params.get("alpha") is not None:
-            keys += ["train", "max_steps", "batch_size", "lr", "passage_field"]
+            keys += ["train", "max_steps", "batch_size", "lr", "passage_field", "recipe"]
         return all(params.get(k) == reference.get(k) for k in keys)
 
     def evaluations(self) -> list[tuple[str, str, tuple, object]]:
         """(name, collection, languages, query groups) of each evaluation of a cell (computed once)."""
         if self._evaluations is not None:
             return self._evaluations
-        out = [(self.eval_collection, self.eval_collection, self._langs, None)]
-        if self.holdout_articles:
+        out = [(self.eval_collection, self.eval_collection, self._langs, None)] if self.eval_collection else []
+        if self.holdout_articles or self.split:
             from mlret_plugin.datasets import parse_dataset_id
-            from mlret_plugin.training.data import held_out_groups
+            from mlret_plugin.training.splits import held_out_groups
 
             collection = parse_dataset_id(self.train).collection
-            out.append((f"{collection} held-out", collection, None, held_out_groups(self.train, set(self.held_out))))
+            name, articles = ((f"{collection} {self.split}", self.evaluated_part) if self.split
+                              else (f"{collection} held-out", self.held_out))
+            out.append((name, collection, None, held_out_groups(self.train, set(articles))))
         self._evaluations = out
         return out
+
+    def label(self, spec: ModelSpec, wise: float | None) -> str:
+        """A model's name in the report; a WiSE-FT interpolation is its own row."""
+        return spec.label if wise in (None, 1.0) else f"{spec.label} [WiSE {wise:g}]"
 
 
 def check_seed_list(seeds: Sequence[int]) -> list[int]:
@@ -237,6 +262,41 @@ def check_seed_list(seeds: Sequence[int]) -> list[int]:
     if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise ValueError(f"seeds {seeds!r}: expected distinct integers, e.g. [0, 1, 2]")
     return seeds
+
+
+RECIPE_DEFAULTS = {"loss": "mnrl", "mini_batch_size": 32, "hard_negatives": False, "freeze_embeddings": False,
+                   "distill_weight": 0.0, "warmup_ratio": 0.1, "bf16": False}
+
+
+def check_recipe(recipe: dict) -> dict:
+    """The recipe's knobs that differ from ``RECIPE_DEFAULTS`` (so a cell's key only holds what was changed)."""
+    from mlret_plugin.training.losses import LOSSES
+
+    unknown = sorted(set(recipe) - set(RECIPE_DEFAULTS))
+    if unknown:
+        raise ValueError(f"recipe: unknown knob(s) {unknown}; expected some of {sorted(RECIPE_DEFAULTS)}")
+    if recipe.get("loss", "mnrl") not in LOSSES[:2]:
+        raise ValueError(f"recipe loss {recipe['loss']!r}; expected mnrl or cached-mnrl")
+    for name in ("mini_batch_size",):
+        if name in recipe and (not isinstance(recipe[name], int) or recipe[name] < 1):
+            raise ValueError(f"recipe {name}={recipe[name]!r}; expected an integer >= 1")
+    if not 0 <= float(recipe.get("distill_weight", 0.0)):
+        raise ValueError(f"recipe distill_weight={recipe['distill_weight']}; expected >= 0")
+    if not 0 <= float(recipe.get("warmup_ratio", 0.1)) < 1:
+        raise ValueError(f"recipe warmup_ratio={recipe['warmup_ratio']}; expected a share in [0, 1)")
+    if recipe.get("bf16"):
+        from mlret_plugin.encoding.backends import check_backend
+
+        check_backend("torch", "bf16")
+    return {k: v for k, v in recipe.items() if v != RECIPE_DEFAULTS[k]}
+
+
+def check_wise_weights(weights: Sequence[float]) -> list[float]:
+    """WiSE-FT weights in [0, 1], sorted and unique; 1.0 is the fine-tuned model itself."""
+    values = sorted({float(w) for w in weights}, reverse=True)
+    if not values or any(not 0 <= w <= 1 for w in values):
+        raise ValueError(f"wise_weights {list(weights)}: expected weights in [0, 1] (1: the fine-tuned model)")
+    return values
 
 
 def parse_seed_list(text: str) -> list[int]:
@@ -277,7 +337,7 @@ def _from_text(value, parse, name: str):
     return value
 
 
-def build_ratio_grid(train: str, eval_collection: str, models: Sequence[ModelSpec | str], alphas: Sequence[float],
+def build_ratio_grid(train: str, eval_collection: str | None, models: Sequence[ModelSpec | str], alphas: Sequence[float],
                      max_steps: int, out: str | Path, eval_langs: Sequence[str] | None = None,
                      seeds: Sequence[int] = (0, 1, 2), baseline: float | str | None = 0.5, *, cache=None,
                      **options) -> RatioGrid:
@@ -285,13 +345,15 @@ def build_ratio_grid(train: str, eval_collection: str, models: Sequence[ModelSpe
 
     ``models``: ``ModelSpec`` (``model_spec(name, layers=N)``) or ``"NAME[:layers=N]"``; ``alphas``: in [0, 1];
     ``baseline``: an alpha of the grid or ``"untrained"``; ``cache``: the embedding cache (None: the default
-    one, False: off, a folder); ``options``: the other ``RatioGrid`` fields. Errors name the parameter."""
+    one, False: off, a folder); ``eval_collection=None``: no zero-shot evaluation (then ``split`` or
+    ``holdout_articles`` gives the evaluation); ``options``: the other ``RatioGrid`` fields (``recipe``,
+    ``split``, ``wise_weights``, ...). Errors name the parameter."""
     from mlret_plugin.datasets import COLLECTIONS, parse_dataset_id
     from mlret_plugin.datasets.subsets import check_langs
 
-    if eval_collection not in COLLECTIONS:
+    if eval_collection is not None and eval_collection not in COLLECTIONS:
         raise ValueError(f"eval_collection {eval_collection!r}: expected a collection, one of {sorted(COLLECTIONS)} "
-                         "(eval_langs restricts it)")
+                         "(eval_langs restricts it), or None")
     if not (str(train).endswith(".jsonl") or Path(train).is_file()):
         parse_dataset_id(train)  # clear error for an unknown id
     if max_steps < 1:
@@ -300,14 +362,16 @@ def build_ratio_grid(train: str, eval_collection: str, models: Sequence[ModelSpe
     alphas = _from_text(alphas, parse_alphas, "alphas")
     seeds = _from_text(seeds, parse_seed_list, "seeds")
     eval_langs = _from_text(eval_langs, lambda t: [x.strip() for x in t.split(",") if x.strip()], "eval_langs")
-    langs = list(eval_langs) if eval_langs else list(COLLECTIONS[eval_collection])
+    langs = list(eval_langs) if eval_langs else list(COLLECTIONS.get(eval_collection, ()))
     grid = RatioGrid(train=train, eval_collection=eval_collection, models=check_models(models),
                      alphas=check_alphas(alphas), max_steps=max_steps, out=Path(out), eval_langs=langs,
                      seeds=check_seed_list(seeds), embedding_cache=cache, **options)
     if grid.only_untrained and not grid.include_untrained:
         raise ValueError("only_untrained and include_untrained=False exclude each other")
     grid.baseline = check_baseline(baseline, grid.alphas, grid.include_untrained)
-    grid._langs = check_langs(eval_collection, langs)
+    grid._langs = check_langs(eval_collection, langs) if eval_collection else ()
+    grid.recipe = check_recipe(grid.recipe)
+    grid.wise_weights = check_wise_weights(grid.wise_weights)
     if grid.candidates not in CANDIDATE_KINDS:
         raise ValueError(f"candidates {grid.candidates!r}; expected one of {CANDIDATE_KINDS}")
     if grid.holdout_articles < 0:
@@ -321,10 +385,25 @@ def build_ratio_grid(train: str, eval_collection: str, models: Sequence[ModelSpe
         from mlret_plugin.training.splits import holdout_articles
 
         grid.held_out = holdout_articles(train, grid.holdout_articles, grid.holdout_seed)
+    if grid.split is not None:
+        if grid.holdout_articles:
+            raise ValueError("split and holdout_articles are two ways to hold articles out: choose one")
+        if grid.split not in ("dev", "test"):
+            raise ValueError(f"split {grid.split!r}: expected 'dev' or 'test' (the part evaluated; train is trained on)")
+        if str(train).endswith(".jsonl") or Path(train).is_file():
+            raise ValueError("split needs train to be a dataset id (articles come from its doc ids)")
+        from mlret_plugin.training.splits import article_split
+
+        parts = article_split(train, seed=grid.split_seed)
+        grid.held_out = sorted(parts.dev + parts.test)  # neither reaches training
+        grid.evaluated_part = parts.part(grid.split)
+    if not grid.evaluations():
+        raise ValueError("nothing to evaluate: give eval_collection, split or holdout_articles")
     from mlret_plugin.experiments.finetune import check_batches, load_train_data
 
     grid.train_data = load_train_data(grid.train, passage_field=grid.passage_field,
-                                      exclude_articles=set(grid.held_out) or None)
+                                      exclude_articles=set(grid.held_out) or None,
+                                      hard_negatives=grid.recipe.get("hard_negatives", False))
     for alpha in [] if grid.only_untrained else grid.alphas:  # too few groups / X-X impossible: fail before any cell
         check_batches(grid.train_data, grid.batch_size, alpha)
     for spec in grid.models:  # loads each once: missing folders, bad layer counts fail here
@@ -335,57 +414,73 @@ def build_ratio_grid(train: str, eval_collection: str, models: Sequence[ModelSpe
 def run_ratio_grid(grid: RatioGrid, progress: bool = True) -> list[dict]:
     from tqdm.auto import tqdm
 
-    from mlret_plugin.evaluation.dense import DenseRetriever
-    from mlret_plugin.evaluation.lareqa import run_lareqa
-    from mlret_plugin.experiments.finetune import finetune, load_train_data
-
     cache = CellCache(grid.out / "cells.jsonl")
     cells = grid.cells()
     bar = tqdm(total=len(cells), initial=sum(grid.params(*c) in cache for c in cells), desc="ratio grid",
                unit="cell", disable=not progress)
+    trainings: dict[tuple, list[float | None]] = {}  # (model, alpha, seed) -> its WiSE weights, in order
+    for spec, alpha, seed, wise in cells:
+        trainings.setdefault((spec, alpha, seed), []).append(wise)
     try:
-        train_data = grid.train_data
-        for spec, alpha, seed in cells:
-            params = grid.params(spec, alpha, seed)
-            if params in cache:
-                continue
-            bar.set_postfix_str(f"{spec.label} alpha={'untrained' if alpha is None else alpha}"
-                                + ("" if alpha is None else f" seed={seed}"))
-            model, n_params, total_layers = load_sized(spec)
-            start = time.perf_counter()
-            train_info = {}
-            if alpha is not None:
-                if train_data is None:
-                    train_data = load_train_data(grid.train, passage_field=grid.passage_field,
-                                                 exclude_articles=set(grid.held_out) or None)
-                train_info = finetune(model, train_data, alpha, grid.max_steps, batch_size=grid.batch_size,
-                                      learning_rate=grid.learning_rate, seed=seed, show_progress_bar=progress)
-            train_seconds = time.perf_counter() - start
-            extra = {"experiment": "ratio", "model": spec.label, "layers": spec.layers or total_layers,
-                     "params": n_params, "alpha": alpha, "steps": train_info.get("steps", 0), "train": params["train"],
-                     "candidates": grid.candidates}
-            rows: list[dict] = []
-            records: list[dict] = []
-            for eval_name, collection, langs, groups in grid.evaluations():
-                # a new retriever per evaluation: candidates of another collection share nothing
-                retriever = DenseRetriever(model, candidates=grid.candidates, batch_size=grid.eval_batch_size,
-                                           show_progress_bar=False, name=f"{spec.label}@alpha={alpha}",
-                                           cache=grid.embedding_cache, precision=grid.precision)
-                sink: list[dict] = []
-                found = run_lareqa(collection, [retriever], langs=langs, measures=MEASURES, progress=False,
-                                   query_groups=groups, per_query_sink=sink)
-                rows += [{**r, **extra, "eval": eval_name} for r in found]
-                records += [{**r, "eval": eval_name} for r in sink]
-            info = {"train_seconds": train_seconds, "eval_seconds": time.perf_counter() - start - train_seconds, **train_info}
-            save_per_query(grid.out, cell_key(params), records)  # before the cell counts as finished
-            cache.put(params, rows, info)
-            bar.update(1)
+        for (spec, alpha, seed), weights in trainings.items():
+            todo = [w for w in weights if grid.params(spec, alpha, seed, w) not in cache]
+            if todo:
+                _run_training(grid, spec, alpha, seed, todo, cache, bar, progress)
     except KeyboardInterrupt:
         bar.close()
         _write_ratio(grid, cache, cells, interrupted=True)
         raise
     bar.close()
     return _write_ratio(grid, cache, cells)
+
+
+def _run_training(grid: RatioGrid, spec: ModelSpec, alpha: float | None, seed: int | None, weights: list,
+                  cache: CellCache, bar, progress: bool) -> None:
+    """Train one cell's model (untrained: none) and evaluate it at each WiSE-FT weight; each is a finished cell."""
+    from mlret_plugin.evaluation.dense import DenseRetriever
+    from mlret_plugin.evaluation.lareqa import run_lareqa
+    from mlret_plugin.experiments.finetune import finetune
+    from mlret_plugin.training.wise import interpolate, snapshot
+
+    bar.set_postfix_str(f"{spec.label} alpha={'untrained' if alpha is None else alpha}"
+                        + ("" if alpha is None else f" seed={seed}"))
+    model, n_params, total_layers = load_sized(spec)
+    start = time.perf_counter()
+    train_info, initial = {}, None
+    if alpha is not None:
+        if any(w not in (None, 1.0) for w in weights):
+            initial = snapshot(model)
+        train_info = finetune(model, grid.train_data, alpha, grid.max_steps, batch_size=grid.batch_size,
+                              learning_rate=grid.learning_rate, seed=seed, show_progress_bar=progress, **grid.recipe)
+        finetuned = snapshot(model) if initial is not None else None
+    train_seconds = time.perf_counter() - start
+    for wise in weights:
+        begin = time.perf_counter()
+        if initial is not None:  # from the fine-tuned weights, every time: interpolations do not compound
+            model.load_state_dict(finetuned, strict=False)
+            interpolate(model, initial, 1.0 if wise is None else wise)
+        params = grid.params(spec, alpha, seed, wise)
+        label = grid.label(spec, wise)
+        extra = {"experiment": "ratio", "model": label, "base_model": spec.label,
+                 "layers": spec.layers or total_layers, "params": n_params,
+                 "alpha": alpha, "steps": train_info.get("steps", 0), "train": params["train"],
+                 "candidates": grid.candidates, **({"wise": wise} if "wise" in params else {})}
+        rows: list[dict] = []
+        records: list[dict] = []
+        for eval_name, collection, langs, groups in grid.evaluations():
+            # a new retriever per evaluation: candidates of another collection share nothing
+            retriever = DenseRetriever(model, candidates=grid.candidates, batch_size=grid.eval_batch_size,
+                                       show_progress_bar=False, name=f"{label}@alpha={alpha}",
+                                       cache=grid.embedding_cache, precision=grid.precision)
+            sink: list[dict] = []
+            found = run_lareqa(collection, [retriever], langs=langs or None, measures=MEASURES, progress=False,
+                               query_groups=groups, per_query_sink=sink)
+            rows += [{**r, **extra, "eval": eval_name} for r in found]
+            records += [{**r, "eval": eval_name} for r in sink]
+        info = {"train_seconds": train_seconds, "eval_seconds": time.perf_counter() - begin, **train_info}
+        save_per_query(grid.out, cell_key(params), records)  # before the cell counts as finished
+        cache.put(params, rows, info)
+        bar.update(1)
 
 
 def ratio_points(grid: RatioGrid, cells: list[dict]) -> list:
@@ -397,7 +492,8 @@ def ratio_points(grid: RatioGrid, cells: list[dict]) -> list:
     for cell in cells:
         first = cell["rows"][0]
         coord = (first["model"], first["alpha"])
-        base = (first["model"], grid.baseline)
+        # the untrained baseline of a WiSE-FT row is its model's starting point (it has no WiSE weight)
+        base = (first.get("base_model", first["model"]) if grid.baseline is None else first["model"], grid.baseline)
         label = "untrained" if first["alpha"] is None else f"alpha {first['alpha']:g}"
         point = points.setdefault(coord, Point(coord, label, {}, None if base == coord else base))
         point.cells[cell["params"]["seed"]] = cell
@@ -433,18 +529,28 @@ def _header(grid: RatioGrid, cells: list[dict]) -> str:
     models = list(dict.fromkeys(c["rows"][0]["model"] for c in cells))
     alphas = sorted({c["params"]["alpha"] for c in cells if c["params"]["alpha"] is not None})
     held = (f"; {len(grid.held_out)} articles of {grid.train} held out of training ({grid.held_out}, holdout seed "
-            f"{grid.holdout_seed}) and evaluated as '{grid.evaluations()[1][0]}' (their questions against every candidate)"
+            f"{grid.holdout_seed}) and evaluated as '{grid.evaluations()[-1][0]}' (their questions against every candidate)"
             if grid.holdout_articles else "")
+    if grid.split:
+        held = (f"; {grid.train} split by article (seed {grid.split_seed}): dev and test ({len(grid.held_out)} articles) "
+                f"never trained on; evaluated on '{grid.evaluations()[-1][0]}' ({len(grid.evaluated_part)} articles: "
+                "their questions against every candidate)")
+    recipe = ", ".join(f"{k} {v}" for k, v in grid.recipe.items()) or "the defaults"
+    wise = (f"; each trained model also at WiSE-FT weights {', '.join(f'{w:g}' for w in grid.wise_weights if w != 1)}"
+            if any(w != 1 for w in grid.wise_weights) else "")
     return "\n".join([
-        f"# Ratio experiment: model size x alpha, train {grid.train} -> evaluate {grid.eval_collection}",
+        f"# Ratio experiment: model size x alpha, train {grid.train} -> evaluate "
+        f"{', '.join(name for name, *_ in grid.evaluations())}",
         "",
         f"- Models: {', '.join(models)} (truncated models keep the first N layers of one checkpoint)",
-        f"- Training: {grid.max_steps} steps of hybrid batches ({grid.batch_size} pairs, MultipleNegativesRankingLoss, "
-        f"lr {grid.learning_rate}, passages: {grid.passage_field}); "
+        f"- Training: {grid.max_steps} steps of hybrid batches ({grid.batch_size} pairs, in-batch negatives, "
+        f"lr {grid.learning_rate}, passages: {grid.passage_field}; recipe: {recipe}){wise}; "
         f"alphas {', '.join(f'{a:g}' for a in alphas) or '- (none trained yet)'}; "
         f"training seeds {', '.join(map(str, seeds)) or '-'} (values: mean over seeds, ± std)"
         + ("; 'untrained' rows are the starting point" if grid.include_untrained else "") + held,
-        f"- Evaluation: {grid.eval_collection} over {', '.join(grid._langs)}, candidates {grid.candidates}, mAP over the full ranking",
+        f"- Evaluation: {', '.join(name for name, *_ in grid.evaluations())}"
+        + (f" ({grid.eval_collection} over {', '.join(grid._langs)})" if grid.eval_collection else "")
+        + f", candidates {grid.candidates}, mAP over the full ranking",
         f"- Tests: each alpha against {'the untrained model' if grid.baseline is None else f'alpha {grid.baseline:g}'} "
         "of the same model; Δ = alpha - baseline",
         f"- Every finished cell in this folder with the same evaluation and training recipe is reported (commands "
@@ -454,6 +560,7 @@ def _header(grid: RatioGrid, cells: list[dict]) -> str:
     ])
 
 
-__all__ = ["ModelSpec", "RatioGrid", "build_ratio_grid", "check_alphas", "check_baseline", "check_models",
+__all__ = ["RECIPE_DEFAULTS", "ModelSpec", "RatioGrid", "build_ratio_grid", "check_alphas", "check_baseline",
+           "check_models", "check_recipe", "check_wise_weights",
            "check_seed_list", "model_spec", "parse_alphas", "parse_baseline", "parse_model", "parse_models",
            "parse_seed_list", "ratio_points", "run_ratio_grid"]

@@ -6,26 +6,21 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
+from mlret_plugin.training.losses import LOSSES, make_loss  # noqa: F401  (make_loss: its home is losses.py)
+
 log = logging.getLogger(__name__)
 
-LOSSES = ("mnrl", "cached-mnrl", "symmetric-mnrl")
 
-
-def make_loss(model, name: str = "mnrl", mini_batch_size: int = 32):
-    """In-batch negatives: MultipleNegativesRankingLoss, its cached (GradCache) variant, or the symmetric one
-    (query -> passages plus passage -> queries, CLIP's loss for image-text models)."""
-    from sentence_transformers.sentence_transformer.losses import (
-        CachedMultipleNegativesRankingLoss,
-        MultipleNegativesRankingLoss,
-    )
-
-    if name == "mnrl":
-        return MultipleNegativesRankingLoss(model)
-    if name == "symmetric-mnrl":
-        return MultipleNegativesRankingLoss(model, directions=("query_to_doc", "doc_to_query"))
-    if name == "cached-mnrl":
-        return CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch_size)
-    raise ValueError(f"loss={name!r}; expected one of {LOSSES}")
+def freeze_word_embeddings(model) -> int:
+    """Stop training the word-embedding matrix of ``model``'s transformer (250k x 384 for e5-small; only the
+    rows of tokens seen in training would move); returns how many weights were frozen."""
+    module = model[0] if len(model) else None
+    hf = getattr(getattr(module, "auto_model", None), "inner", getattr(module, "auto_model", None))
+    embeddings = getattr(hf, "get_input_embeddings", lambda: None)()
+    if embeddings is None:
+        raise ValueError(f"freeze_embeddings: {type(hf).__name__} has no input embeddings to freeze")
+    embeddings.weight.requires_grad_(False)
+    return embeddings.weight.numel()
 
 
 def latest_checkpoint(folder: str | Path) -> Path | None:
@@ -64,6 +59,9 @@ def train_hybrid(
     query_prompt: str | None = None,
     passage_prompt: str | None = None,
     bf16: bool = False,
+    freeze_embeddings: bool = False,
+    distill_weight: float = 0.0,
+    wise_ft: float = 1.0,
 ) -> Path:
     """Train ``model`` on parallel data with hybrid batches; save it to ``out_dir/model`` and return that path.
 
@@ -72,6 +70,11 @@ def train_hybrid(
     Queries and passages get the model's own prompts unless ``query_prompt`` / ``passage_prompt`` (also
     "") override them (``mlret_plugin.training.prompts``). ``bf16``: the Trainer's own mixed precision (its
     ``bf16=True``: autocast to bfloat16, fp32 master weights), on a CPU with AVX512_BF16 / AMX or a GPU.
+    ``freeze_embeddings``: the word embeddings do not train. ``distill_weight``: the loss's distillation term
+    towards the model as it was before training (``training.losses``). ``loss="cached-mnrl"`` embeds the
+    sampler's whole batch in mini-batches of ``mini_batch_size``: large contrast sizes in bounded memory.
+    ``wise_ft`` < 1: the saved (and returned in memory) model is the WiSE-FT interpolation of the start and the
+    fine-tuned weights (``training.wise``).
     """
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
@@ -119,9 +122,18 @@ def train_hybrid(
         router_mapping=router_mapping(model),
         bf16=bf16,
     )
+    if freeze_embeddings:
+        log.warning("word embeddings frozen: %d weights do not train", freeze_word_embeddings(model))
+    if not 0 <= wise_ft <= 1:
+        raise ValueError(f"wise_ft={wise_ft}: expected a weight in [0, 1]")
+    from mlret_plugin.training.wise import interpolate, snapshot
+
+    start = snapshot(model) if wise_ft < 1 else None
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset,
-                                         loss=make_loss(model, loss, mini_batch_size))
+                                         loss=make_loss(model, loss, mini_batch_size, distill_weight=distill_weight))
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if start is not None:
+        interpolate(model, start, wise_ft)
     final = out_dir / "model"
     tmp = out_dir / "model.tmp"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -8,6 +8,8 @@ rerun gets the same articles.
 from __future__ import annotations
 
 import random
+from collections import Counter
+from typing import NamedTuple
 
 from mlret_plugin.datasets import parse_dataset_id
 from mlret_plugin.datasets.ids import article_of, group_id, lang_of
@@ -49,4 +51,45 @@ def held_out_groups(dataset_id: str, articles: set[int]) -> set[str]:
     return {g for g, article in group_articles(answer_rows(dataset_id)).items() if article in articles}
 
 
-__all__ = ["answer_rows", "collection_articles", "group_articles", "held_out_groups", "holdout_articles"]
+class ArticleSplit(NamedTuple):
+    """Article numbers of each part of a collection split by article (sorted)."""
+
+    train: list[int]
+    dev: list[int]
+    test: list[int]
+
+    def part(self, name: str) -> list[int]:
+        if name not in self._fields:
+            raise ValueError(f"split part {name!r}; expected one of {self._fields}")
+        return getattr(self, name)
+
+    def as_dict(self) -> dict[str, list[int]]:
+        return self._asdict()
+
+
+def article_split(dataset_id: str, dev: float = 0.2, test: float = 0.2, seed: int = 0) -> ArticleSplit:
+    """The collection's articles in train / dev / test parts: the articles, shuffled with ``seed``, go to test
+    until it holds at least ``test`` of the source questions (groups), then to dev until it holds ``dev``, the
+    rest to train. Whole articles, so no article is both trained on and evaluated; the same arguments give
+    the same split in every process."""
+    if not (0 < dev < 1 and 0 < test < 1 and dev + test < 1):
+        raise ValueError(f"article_split(dev={dev}, test={test}): expected shares in (0, 1) that sum below 1")
+    groups_per_article = Counter(group_articles(answer_rows(dataset_id)).values())
+    articles = sorted(groups_per_article)
+    random.Random(seed).shuffle(articles)
+    total = sum(groups_per_article.values())
+    parts: dict[str, list[int]] = {"test": [], "dev": [], "train": []}
+    counts = {"test": 0, "dev": 0}
+    targets = {"test": test * total, "dev": dev * total}
+    for article in articles:
+        name = next((n for n in ("test", "dev") if counts[n] < targets[n]), "train")
+        parts[name].append(article)
+        if name in counts:
+            counts[name] += groups_per_article[article]
+    if not parts["train"]:
+        raise ValueError(f"{dataset_id}: {len(articles)} articles leave none for training with dev={dev}, test={test}")
+    return ArticleSplit(sorted(parts["train"]), sorted(parts["dev"]), sorted(parts["test"]))
+
+
+__all__ = ["ArticleSplit", "answer_rows", "article_split", "collection_articles", "group_articles", "held_out_groups",
+           "holdout_articles"]

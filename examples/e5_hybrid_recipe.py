@@ -1,0 +1,131 @@
+"""A hybrid training recipe for offline-e5, chosen on held-out MLQA-R, tested zero-shot on XQuAD-R.
+
+MLQA-R is split by article (``training.splits.article_split``, seed 0): train 346 articles (688 source
+questions), dev 90 (230), test 84 (230, 20%). Dev and test never reach training.
+
+1. Search (parts ``search-*``, ``--out OUT/hybrid-recipe/search``): alpha 0.5, training seed 0, each recipe
+   trained on MLQA-R train and evaluated on MLQA-R **dev only** (``--eval none --split dev``): the dev
+   questions against every MLQA-R candidate, sentence candidates. XQuAD-R is never looked at while choosing.
+   Every part differs from ``search-b64`` in one knob, so each knob's effect is read off the dev table.
+2. Final grid (parts ``final-*``, ``--out OUT/hybrid-recipe/final``): the chosen recipe (``FINAL``), alpha 0 /
+   0.5 / 1 x training seeds 0 / 1 / 2, evaluated zero-shot on the whole XQuAD-R pool (11 languages, sentence
+   candidates, full depth) and on MLQA-R test; every alpha tested against hybrid (0.5), and the untrained
+   model in ``final-untrained``. The short recipe of docs/research.md ("The paper's claim") is the contrast.
+
+Training runs in bf16 (the Trainer's own mixed precision) and evaluation in torch bf16 (autocast), both
+measured faithful enough on this CPU (docs/encoding.md, docs/training.md). Minutes (``--list``) are wall times
+on 2 CPU cores.
+
+    python examples/e5_hybrid_recipe.py --list
+    python examples/e5_hybrid_recipe.py --part search-untrained --part search-b64
+    python examples/e5_hybrid_recipe.py --summary        # the dev table of every search part run so far
+    python examples/e5_hybrid_recipe.py --smoke          # the whole pipeline on a tiny budget (< 5 minutes)
+"""
+from __future__ import annotations
+
+import sys
+
+sys.path.insert(0, __import__("os").path.dirname(__file__))
+
+from e5_parts import Part, run_parts  # noqa: E402
+
+BASE = ("ratio", "--train", "mlqa-r", "--candidates", "sentence", "--precision", "bf16", "--bf16")
+# the untrained cell is shared by every search part (cached after the first), so each report tests against it
+SEARCH = (*BASE, "--eval", "none", "--split", "dev", "--alphas", "0.5", "--seeds", "0", "--baseline", "untrained")
+B64 = ("--batch-size", "64", "--loss", "cached-mnrl", "--mini-batch-size", "32", "--max-steps", "100",
+       "--learning-rate", "2e-5")
+RECIPES = {  # part -> (recipe arguments, minutes)
+    "short": (("--batch-size", "16", "--max-steps", "100", "--learning-rate", "2e-5"), "10"),
+    "b64": (B64, "20"),
+    "b128": (("--batch-size", "128", "--loss", "cached-mnrl", "--mini-batch-size", "32", "--max-steps", "60",
+              "--learning-rate", "2e-5"), "25"),
+    "b64-lr5e-5": ((*B64[:-2], "--learning-rate", "5e-5"), "20"),
+    "b64-steps200": ((*B64[:6], "--max-steps", "200", *B64[8:]), "30"),
+    "b64-hard-negatives": ((*B64, "--hard-negatives"), "25"),
+    "b64-frozen-embeddings": ((*B64, "--freeze-embeddings"), "20"),
+    "b64-distill": ((*B64, "--distill-weight", "5"), "25"),
+    "b64-wise": ((*B64, "--wise-weights", "1,0.75,0.5,0.25"), "30"),
+}
+FINAL = B64 + ("--freeze-embeddings", "--wise-weights", "1")  # set from the search (docs/training.md)
+FINAL_COMMON = (*BASE, "--eval", "xquad-r", "--split", "test", "--baseline", "0.5", *FINAL)
+
+PARTS = [Part("search-untrained", "hybrid-recipe/search",
+              (*BASE, "--eval", "none", "--split", "dev", "--alphas", "0.5", "--models", "{model}", "--only-untrained"),
+              "6", model_flag="--models")]
+PARTS += [Part(f"search-{name}", "hybrid-recipe/search", (*SEARCH, *args, "--models", "{model}"), minutes,
+               model_flag="--models") for name, (args, minutes) in RECIPES.items()]
+PARTS += [Part("final-untrained", "hybrid-recipe/final",
+               (*FINAL_COMMON, "--alphas", "0,0.5,1", "--models", "{model}", "--only-untrained"), "12",
+               model_flag="--models")]
+PARTS += [Part(f"final-a{alpha}-s{seed}", "hybrid-recipe/final",
+               (*FINAL_COMMON, "--alphas", alpha, "--seeds", str(seed), "--no-untrained", "--models", "{model}"),
+               "30", model_flag="--models")
+          for alpha in ("0", "0.5", "1") for seed in (0, 1, 2)]
+
+# The whole pipeline on a tiny budget: the first layer of the model, 2 steps of 8 pairs, a two-cell search on
+# dev, one training per alpha evaluated on XQuAD-R en + de and MLQA-R test; the same outputs as the real parts.
+TINY = ("--batch-size", "8", "--loss", "cached-mnrl", "--mini-batch-size", "4", "--max-steps", "2",
+        "--eval-langs", "en,de")
+SMOKE = [Part("smoke-search-short", "hybrid-recipe-smoke/search",
+              (*SEARCH, *TINY, "--models", "{model}:layers=1"), "1", model_flag="--models"),
+         Part("smoke-search-frozen", "hybrid-recipe-smoke/search",
+              (*SEARCH, *TINY, "--freeze-embeddings", "--models", "{model}:layers=1"), "1", model_flag="--models"),
+         Part("smoke-final", "hybrid-recipe-smoke/final",
+              (*BASE, "--eval", "xquad-r", "--split", "test", "--alphas", "0,0.5,1", "--baseline", "0.5", *TINY,
+               "--seeds", "0", "--models", "{model}:layers=1"), "3", model_flag="--models")]
+
+
+def recipe_name(params: dict) -> str:
+    """A search cell's recipe as a short label: the knobs that differ from the defaults."""
+    if params.get("alpha") is None:
+        return "untrained"
+    knobs = [f"batch {params['batch_size']}", f"{params['max_steps']} steps", f"lr {params['lr']:g}"]
+    knobs += [f"{k} {v}" for k, v in (params.get("recipe") or {}).items() if k != "bf16"]
+    if params.get("wise") is not None:
+        knobs.append(f"WiSE {params['wise']:g}")
+    return ", ".join(knobs)
+
+
+def summary(out: str) -> int:
+    """The dev table of every search cell in OUT/hybrid-recipe/search (one seed each: for choosing, not testing)."""
+    import json
+    import os
+
+    from mlret_plugin.atomic import atomic_write_text
+    from mlret_plugin.tables import markdown_table
+
+    folder = os.path.join(out, "hybrid-recipe", "search")
+    cells = [json.loads(line) for line in open(os.path.join(folder, "cells.jsonl"), encoding="utf-8") if line.strip()]
+    body, base = [], None
+    for cell in cells:
+        values = {(r["setting"], r["measure"]): r["value"] for r in cell["rows"] if r["breakdown"] == "summary"}
+        line = [values.get(("mono", "AP")), values.get(("cross", "AP")), values.get(("multi", "AP")),
+                values.get(("multi", "MaxRankDist"))]
+        if cell["params"].get("alpha") is None:
+            base = line
+        minutes = (cell["info"].get("train_seconds", 0) + cell["info"].get("eval_seconds", 0)) / 60
+        body.append((recipe_name(cell["params"]), line, minutes))
+    rows = []
+    for name, line, minutes in body:
+        delta = [f"{v - b:+.4f}" if v is not None and b is not None else "-" for v, b in zip(line[:3], base or [None] * 3)]
+        rows.append([name] + [f"{v:.4f}" if v is not None else "-" for v in line[:3]] + [f"{line[3]:.1f}"] + delta
+                    + [f"{minutes:.0f}"])
+    table = markdown_table(["recipe (alpha 0.5, seed 0)", "Mono AP", "Cross AP", "Multi AP", "MaxRankDist",
+                            "ΔMono", "ΔCross", "ΔMulti", "minutes"], rows)
+    text = (f"# Recipe search on MLQA-R dev\n\nDev questions against every MLQA-R candidate, sentence candidates; Δ = "
+            f"recipe - untrained. One seed per recipe: this table chooses the recipe; the final grid tests it.\n\n{table}\n")
+    atomic_write_text(os.path.join(folder, "summary.md"), text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    if "--summary" in argv:
+        argv.remove("--summary")
+        out = argv[argv.index("--out") + 1] if "--out" in argv else "mlret-out/e5"
+        sys.exit(summary(out))
+    if "--smoke" in argv:
+        argv.remove("--smoke")
+        sys.exit(run_parts(SMOKE, __doc__.splitlines()[0], argv + (["--all"] if "--list" not in argv else [])))
+    sys.exit(run_parts(PARTS, __doc__.splitlines()[0], argv))
