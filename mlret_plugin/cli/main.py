@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = [
     "mlret_plugin.cli.evaluate",
     "mlret_plugin.cli.bm25",
     "mlret_plugin.cli.pyserini",
+    "mlret_plugin.cli.dense_index",
     "mlret_plugin.cli.experiment",
     "mlret_plugin.cli.train",
     "mlret_plugin.cli.cache",

@@ -9,7 +9,10 @@ cannot run Anserini), then the module runs exactly as ``python -m pyserini.MODUL
 
 For ``search.lucene`` on an index mlret built, the query analysis that Pyserini's flags select is checked
 against the analysis the index was built with, and a mismatch is a loud warning naming the flags that match
-(see ``mlret_plugin.evaluation.analyzers.pyserini_cli_flags``).
+(see ``mlret_plugin.evaluation.analyzers.pyserini_cli_flags``). For ``search.faiss`` on a FAISS index
+``mlret dense-index`` built, the query encoder Pyserini's flags select (encoder, class, pooling, L2 norm, query
+prefix, or the pre-encoded queries) is checked against the model, prompt and pooling the index records
+(``mlret_plugin.evaluation.faiss_index.search_mismatch``), with the same kind of warning.
 """
 from __future__ import annotations
 
@@ -126,6 +129,9 @@ def search_analysis_warning(args: list[str]) -> str | None:
     if not (Path(ns.index) / METADATA_FILE).is_file() or ns.impact or ns.dense:
         return None
     meta = read_metadata(ns.index)
+    if meta.get("kind") == "faiss":
+        return (f"{ns.index} is mlret's FAISS (dense) index of {meta.get('dataset_id')}, not a Lucene index; search it "
+                "with `mlret pyserini search.faiss`, with the command `mlret dense-index` printed for it")
     lang, analyzer = meta.get("lang", "?"), meta.get("analyzer", "?")
     try:
         wanted = pyserini_cli_flags(lang)
@@ -155,6 +161,44 @@ def search_analysis_warning(args: list[str]) -> str | None:
             f"Fix: {fix}" + ("" if wanted is None else f" (or {topics_fix})") + ".")
 
 
+def faiss_search_warning(args: list[str]) -> str | None:
+    """For `search.faiss` ARGS on a FAISS index mlret built: a warning when Pyserini's query encoder (or the
+    pre-encoded queries) would not give the queries the plugin's embeddings for the index's model, prompt and
+    pooling, naming the flags that do; None when they match, the index is not mlret's, or the arguments do not
+    parse (Pyserini then reports them)."""
+    from pyserini.encode import query_encoder_class_map
+    from pyserini.search.faiss.__main__ import define_dsearch_args
+
+    sys.modules.pop("pyserini.search.faiss.__main__", None)  # runpy runs it as __main__ next
+    from mlret_plugin.evaluation import faiss_index
+    from mlret_plugin.evaluation.bm25 import METADATA_FILE
+
+    parser = _QuietParser(add_help=False)  # Pyserini's own option definitions, so abbreviations parse alike
+    define_dsearch_args(parser)
+    try:
+        ns, _ = parser.parse_known_args(args)
+    except _Unparsable:
+        return None
+    if not (Path(ns.index) / METADATA_FILE).is_file():
+        return None
+    if not faiss_index.is_faiss_index(ns.index):
+        return (f"{ns.index} is mlret's BM25 (Lucene) index, not a FAISS index; search it with `mlret pyserini "
+                "search.lucene` (flags: `mlret bm25 indexes`), or build a dense index with `mlret dense-index`")
+    return faiss_index.search_mismatch(
+        ns.index, encoder=ns.encoder, encoder_class=_encoder_class(ns.encoder, ns.encoder_class,
+                                                                   list(query_encoder_class_map)),
+        pooling=ns.pooling, l2_norm=ns.l2_norm, query_prefix=ns.query_prefix, tokenizer=ns.tokenizer,
+        encoded_queries=ns.encoded_queries, pca_model=ns.pca_model)
+
+
+def _encoder_class(encoder: str | None, encoder_class: str | None, keywords: list[str]) -> str | None:
+    """The query encoder class `search.faiss` ends up with: the one named, else the first class keyword in the
+    encoder's name, else 'auto' (pyserini.search.faiss.__main__.init_query_encoder)."""
+    if encoder is None or encoder_class is not None:
+        return encoder_class
+    return next((k for k in keywords if k in encoder.lower()), "auto")
+
+
 def _banner(text: str) -> str:
     bar = "!" * 100
     return f"{bar}\nmlret pyserini: WARNING: {text}\n{bar}"
@@ -182,10 +226,13 @@ def run_module(module: str, args: list[str]) -> int:
     java_bin = str(java_home() / "bin")
     if os.environ.get("PATH", "").split(os.pathsep)[0] != java_bin:
         os.environ["PATH"] = java_bin + os.pathsep + os.environ.get("PATH", "")
+    warning = None
     if module == "search.lucene":
         warning = search_analysis_warning(args)
-        if warning:
-            print(_banner(warning), file=sys.stderr, flush=True)
+    elif module == "search.faiss":
+        warning = faiss_search_warning(args)
+    if warning:
+        print(_banner(warning), file=sys.stderr, flush=True)
     saved = sys.argv
     sys.argv = [f"pyserini.{module}", *args]  # runpy sets argv[0] to the module's file, as `python -m` does
     try:
