@@ -62,6 +62,8 @@ def train_hybrid(
     freeze_embeddings: bool = False,
     distill_weight: float = 0.0,
     wise_ft: float = 1.0,
+    logging_steps: int | None = None,
+    callbacks: list | None = None,
 ) -> Path:
     """Train ``model`` on parallel data with hybrid batches; save it to ``out_dir/model`` and return that path.
 
@@ -74,7 +76,8 @@ def train_hybrid(
     towards the model as it was before training (``training.losses``). ``loss="cached-mnrl"`` embeds the
     sampler's whole batch in mini-batches of ``mini_batch_size``: large contrast sizes in bounded memory.
     ``wise_ft`` < 1: the saved (and returned in memory) model is the WiSE-FT interpolation of the start and the
-    fine-tuned weights (``training.wise``).
+    fine-tuned weights (``training.wise``). ``logging_steps``: how often the Trainer logs the loss (default
+    min(50, save_steps)); ``callbacks``: transformers ``TrainerCallback``s (e.g. to record the loss curve).
     """
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
 
@@ -114,7 +117,7 @@ def train_hybrid(
         save_strategy="steps",
         save_steps=save_steps,
         save_total_limit=2,
-        logging_steps=max(1, min(50, save_steps)),
+        logging_steps=logging_steps or max(1, min(50, save_steps)),
         report_to="none",
         disable_tqdm=not show_progress,
         use_cpu=not _has_cuda(),
@@ -129,7 +132,7 @@ def train_hybrid(
     from mlret_plugin.training.wise import interpolate, snapshot
 
     start = snapshot(model) if wise_ft < 1 else None
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset,
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, callbacks=callbacks,
                                          loss=make_loss(model, loss, mini_batch_size, distill_weight=distill_weight))
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     if start is not None:
