@@ -11,8 +11,9 @@ keys come in (query row, passage row) pairs. Any other access (``ds[i]``, ``ds[:
 model card does) reads each row as its own monolingual pair, so the dataset stays an ordinary
 ``datasets.Dataset`` for the SentenceTransformerTrainer.
 
-Image-text rows (``image`` in place of ``passage``) build the same dataset with image paths as passages,
-opened per batch: ``mlret_plugin.training.image_data``; ``read_jsonl`` / ``load_parallel`` hand them over.
+Image-text rows (``image`` in place of ``passage``) build the same dataset with images as passages, decoded
+per batch: ``mlret_plugin.training.image_data``; ``read_jsonl`` / ``load_parallel`` hand them over (JSONL
+rows, and a ``datasets.Dataset`` with an ``image`` column).
 """
 from __future__ import annotations
 
@@ -193,8 +194,15 @@ def load_parallel(
     languages: Iterable[str] | None = None,
     exclude_articles: set[int] | None = None,
 ) -> datasets.Dataset:
-    """Parallel training data from a ``datasets.Dataset``, a JSONL file or an mlret ir_datasets id."""
+    """Parallel training data from a ``datasets.Dataset``, a JSONL file or an mlret ir_datasets id.
+
+    Rows with an ``image`` in place of the ``passage`` (JSONL, or a ``datasets.Dataset`` whose ``image`` column
+    is a ``datasets.Image`` feature or file paths) give image-text data (``training.image_data``)."""
     if isinstance(source, datasets.Dataset):
+        if "image" in source.column_names:  # image-text rows, e.g. a hub image-caption set (training.image_data)
+            from mlret_plugin.training.image_data import hf_image_parallel_dataset
+
+            return hf_image_parallel_dataset(source, "dataset", languages)
         rows, where = source, "dataset"
     elif str(source).endswith(".jsonl") or Path(source).is_file():
         if not Path(source).is_file():
