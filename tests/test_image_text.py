@@ -85,8 +85,8 @@ def test_loss_receives_captions_and_their_images(rows, dual, tmp_path, monkeypat
     received = []
     real_make_loss = run_module.make_loss
 
-    def recording_loss(model, name="mnrl", mini_batch_size=32):
-        loss = real_make_loss(model, name, mini_batch_size)
+    def recording_loss(model, name="mnrl", mini_batch_size=32, **options):
+        loss = real_make_loss(model, name, mini_batch_size, **options)
         real_forward = loss.forward
 
         def forward(features, labels=None):

@@ -155,11 +155,15 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return rows
 
 
-def lareqa_rows(dataset_id: str, passage_field: str = "text", exclude_articles: set[int] | None = None) -> list[dict]:
+def lareqa_rows(dataset_id: str, passage_field: str = "text", exclude_articles: set[int] | None = None,
+                hard_negatives: bool = False, keep_doc_ids: bool = False, seed: int = 0) -> list[dict]:
     """Rows of an mlret ir_datasets id: group = question id, passage = the answer sentence in the query's language.
 
     ``exclude_articles`` drops groups whose answer lies in those article numbers (held-out split by article,
-    numbered as in the English file, else the first language that has the group).
+    numbered as in the English file, else the first language that has the group). ``hard_negatives``: each row
+    also gets a ``negative``, another sentence of the answer's paragraph (``training.negatives``; as the passage,
+    with its paragraph for the context fields). ``keep_doc_ids``: keep ``_doc_id`` (the answer) and
+    ``_negative_doc_id`` on the rows.
     """
     if passage_field not in PASSAGE_FIELDS:
         raise ValueError(f"passage_field={passage_field!r}; expected one of {PASSAGE_FIELDS}")
@@ -183,9 +187,23 @@ def lareqa_rows(dataset_id: str, passage_field: str = "text", exclude_articles: 
         before = len(rows)
         rows = [r for r in rows if article[r["group_id"]] not in exclude_articles]
         log.warning("%s: held out %d rows of articles %s", dataset_id, before - len(rows), sorted(exclude_articles))
-    for r in rows:
-        del r["_doc_id"]
+    if hard_negatives:
+        from mlret_plugin.training.negatives import add_paragraph_negatives
+
+        add_paragraph_negatives(rows, docs, ds, seed)
+        for r in rows:
+            negative = docs[r["_negative_doc_id"]]
+            r["negative"] = {"text": negative.text, "context": negative.context,
+                             "text+context": f"{negative.text} {negative.context}"}[passage_field]
+    if not keep_doc_ids:
+        for r in rows:
+            del r["_doc_id"]
+            r.pop("_negative_doc_id", None)
     return rows
+
+
+def where_of(source) -> str:
+    return "the dataset" if isinstance(source, datasets.Dataset) else str(source)
 
 
 def load_parallel(
@@ -193,11 +211,19 @@ def load_parallel(
     passage_field: str = "text",
     languages: Iterable[str] | None = None,
     exclude_articles: set[int] | None = None,
+    hard_negatives: bool = False,
 ) -> datasets.Dataset:
     """Parallel training data from a ``datasets.Dataset``, a JSONL file or an mlret ir_datasets id.
 
+    ``hard_negatives`` (dataset ids only): each row also gets another sentence of its answer's paragraph as a
+    ``negative`` (``lareqa_rows``); other sources bring their own ``negative`` column, if any.
+
     Rows with an ``image`` in place of the ``passage`` (JSONL, or a ``datasets.Dataset`` whose ``image`` column
     is a ``datasets.Image`` feature or file paths) give image-text data (``training.image_data``)."""
+    if hard_negatives and (isinstance(source, datasets.Dataset) or str(source).endswith(".jsonl")
+                           or Path(source).is_file()):
+        raise ValueError(f"hard_negatives: drawn from an mlret dataset id's paragraphs; {where_of(source)} brings "
+                         "its own 'negative' column instead")
     if isinstance(source, datasets.Dataset):
         if "image" in source.column_names:  # image-text rows, e.g. a hub image-caption set (training.image_data)
             from mlret_plugin.training.image_data import hf_image_parallel_dataset
@@ -210,7 +236,7 @@ def load_parallel(
         rows, where = read_jsonl(source), str(source)
     else:
         parse_dataset_id(str(source))  # clear error for an unknown id
-        rows, where = lareqa_rows(str(source), passage_field, exclude_articles), str(source)
+        rows, where = lareqa_rows(str(source), passage_field, exclude_articles, hard_negatives), str(source)
     if languages is not None:
         wanted = set(languages)
         if isinstance(rows, datasets.Dataset):
