@@ -135,7 +135,12 @@ def test_hnsw_records_its_recall_against_flat(lareqa_home, plain_model, tmp_path
     index, _, _ = faiss_index.read_index(index_dir)
     assert type(index).__name__ == "IndexHNSWFlat" and index.hnsw.efSearch == 16
     assert meta["hnsw"]["recall_k"] == 12 and meta["hnsw"]["recall_vs_flat"] == 1.0  # 12 candidates: all found
-    assert faiss_index.query_flags(index_dir, meta)[-2:] == ["--ef-search", "16"]
+    assert faiss_index.query_flags(index_dir, meta, hits=10)[-2:] == ["--ef-search", "16"]
+    assert faiss_index.query_flags(index_dir, meta)[-2:] == ["--ef-search", "1000"]  # never below --hits
+    # FAISS's HNSW does not widen efSearch to k: below --hits is a warning
+    assert faiss_index.search_mismatch(index_dir, ef_search=1000, hits=1000) is None
+    warning = faiss_index.search_mismatch(index_dir, hits=1000)
+    assert "efSearch 16 is below --hits 1000" in warning and "--ef-search 1000" in warning
     with pytest.raises(ValueError, match="ef_search must be an integer >= 1"):
         faiss_index.check_hnsw(8, 40, 0)
 

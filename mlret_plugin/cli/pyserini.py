@@ -175,6 +175,7 @@ def faiss_search_warning(args: list[str]) -> str | None:
 
     parser = _QuietParser(add_help=False)  # Pyserini's own option definitions, so abbreviations parse alike
     define_dsearch_args(parser)
+    parser.add_argument("--hits", type=int, default=1000)  # defined in search.faiss's __main__ block
     try:
         ns, _ = parser.parse_known_args(args)
     except _Unparsable:
@@ -188,7 +189,7 @@ def faiss_search_warning(args: list[str]) -> str | None:
         ns.index, encoder=ns.encoder, encoder_class=_encoder_class(ns.encoder, ns.encoder_class,
                                                                    list(query_encoder_class_map)),
         pooling=ns.pooling, l2_norm=ns.l2_norm, query_prefix=ns.query_prefix, tokenizer=ns.tokenizer,
-        encoded_queries=ns.encoded_queries, pca_model=ns.pca_model)
+        encoded_queries=ns.encoded_queries, pca_model=ns.pca_model, ef_search=ns.ef_search, hits=ns.hits)
 
 
 def _encoder_class(encoder: str | None, encoder_class: str | None, keywords: list[str]) -> str | None:

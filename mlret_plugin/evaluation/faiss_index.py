@@ -207,16 +207,16 @@ def read_encoded_queries(folder: str | Path) -> dict[str, np.ndarray]:
 
 # --- the command that searches it ----------------------------------------------------------------------------------
 
-def query_flags(index_dir: str | Path, meta: dict, pre_encoded: bool = False) -> list[str]:
+def query_flags(index_dir: str | Path, meta: dict, pre_encoded: bool = False, hits: int = DEFAULT_HITS) -> list[str]:
     """The ``search.faiss`` flags that give the plugin's query embeddings for this index (Pyserini's query encoder
-    and its options where it gives them, else or with ``pre_encoded`` the pre-encoded queries; ``--ef-search``
-    for HNSW)."""
+    and its options where it gives them, else or with ``pre_encoded`` the pre-encoded queries; for HNSW
+    ``--ef-search``, at least ``hits``: FAISS's HNSW does not widen efSearch to k, and recall@k falls below it)."""
     if meta["query_path"] == PYSERINI_ENCODER and not pre_encoded:
         flags = list(meta["pyserini_encoder_flags"])
     else:
         flags = ["--encoded-queries", str(Path(index_dir) / ENCODED_QUERIES_DIR)]
     if meta["index_type"] == "hnsw":
-        flags += ["--ef-search", str(meta["hnsw"]["ef_search"])]
+        flags += ["--ef-search", str(max(meta["hnsw"]["ef_search"], hits))]
     return flags
 
 
@@ -225,7 +225,7 @@ def search_command(index_dir: str | Path, meta: dict, output: str | Path, hits: 
     """``mlret pyserini search.faiss ...`` (as argv) that writes the run of this index's dataset id to ``output``."""
     index_dir = Path(index_dir)
     return ["mlret", "pyserini", "search.faiss", "--index", str(index_dir), "--topics", str(index_dir / TOPICS_FILE),
-            *query_flags(index_dir, meta, pre_encoded), "--hits", str(hits), "--output", str(output)]
+            *query_flags(index_dir, meta, pre_encoded, hits), "--hits", str(hits), "--output", str(output)]
 
 
 # --- Pyserini's query encoder: can it give the plugin's query embeddings? --------------------------------------
@@ -432,6 +432,7 @@ def _build(retriever, subset, queries, docs, model, key, target: Path, index_typ
     texts = [text_of[qid] for qid in encoded.query_ids]
 
     check = None
+    t0 = time.perf_counter()
     flags, reason = pyserini_encoder_flags(retriever, model_path)
     if flags is not None:
         try:
@@ -445,6 +446,7 @@ def _build(retriever, subset, queries, docs, model, key, target: Path, index_typ
                           f"(tolerance {ENCODER_TOLERANCE:g}) on {checked} queries")
         if reason:
             flags = None
+    check_s = time.perf_counter() - t0
     path = PYSERINI_ENCODER if flags is not None else PRE_ENCODED
     if path == PRE_ENCODED:
         log.warning("query path: the plugin's pre-encoded queries (--encoded-queries), because %s", reason)
@@ -481,7 +483,7 @@ def _build(retriever, subset, queries, docs, model, key, target: Path, index_typ
             **model, "model_path": model_path, "index_type": index_type, "metric": "inner_product",
             "hnsw": hnsw, "query_path": path, "query_path_reason": reason, "pyserini_encoder_flags": flags,
             "pyserini_encoder_check": check, "topics": TOPICS_FILE, "encoded_queries": ENCODED_QUERIES_DIR,
-            "seconds": {"encode": round(encode_s, 3), "index": round(build_s, 3)},
+            "seconds": {"encode": round(encode_s, 3), "encoder_check": round(check_s, 3), "index": round(build_s, 3)},
             "versions": {"faiss": faiss.__version__, "pyserini": _version("pyserini")},
         }
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=1, ensure_ascii=False))
@@ -513,14 +515,21 @@ def _version(package: str) -> str | None:
 def search_mismatch(index_dir: str | Path, *, encoder: str | None = None, encoder_class: str | None = None,
                     pooling: str = "cls", l2_norm: bool = False, query_prefix: str | None = None,
                     tokenizer: str | None = None, encoded_queries: str | None = None,
-                    pca_model: str | None = None) -> str | None:
+                    pca_model: str | None = None, ef_search: int | None = None,
+                    hits: int = DEFAULT_HITS) -> str | None:
     """For Pyserini ``search.faiss`` options on an mlret FAISS index: a message naming what does not match and the
     flags that do, or None when the query embeddings will be the plugin's (or Pyserini has no queries to encode
     and reports that itself). ``encoder_class``: the class Pyserini ends up with ('auto' when none is named and
-    the encoder's name holds no class keyword)."""
+    the encoder's name holds no class keyword). ``ef_search`` (None: the index's) below ``hits`` on an HNSW
+    index is a problem too: recall@hits then falls."""
     index_dir = Path(index_dir)
     meta = read_metadata(index_dir)
     problems = []
+    if meta["index_type"] == "hnsw":
+        effective = ef_search if ef_search is not None else meta["hnsw"]["ef_search"]
+        if effective < hits:
+            problems.append(f"HNSW's efSearch {effective} is below --hits {hits}, and FAISS does not widen it, so fewer "
+                            "of the exact top hits are found (recall@1000 0.26 at efSearch 16 on xquad-r/zh)")
     if pca_model:
         problems.append(f"--pca-model {pca_model} projects the queries, which the candidates were not")
     if encoder:
@@ -564,9 +573,8 @@ def search_mismatch(index_dir: str | Path, *, encoder: str | None = None, encode
         return None
     return (f"{index_dir} is mlret's FAISS index of {meta['dataset_id']} ({meta['model']}, candidates "
             f"{meta['candidates']}, query prompt {meta['query_prompt']!r}, pooling {(meta.get('pooling') or {}).get('mode')}"
-            f"{', L2-normalised' if meta['normalize'] else ''}); {'; '.join(problems)}, so the queries will not be "
-            f"encoded as the candidates expect and the run will not be mlret's dense retrieval. Fix: use "
-            f"{' '.join(_quote(f) for f in query_flags(index_dir, meta))}"
+            f"{', L2-normalised' if meta['normalize'] else ''}); {'; '.join(problems)}, so the run will not be mlret's "
+            f"dense retrieval. Fix: use {' '.join(_quote(f) for f in query_flags(index_dir, meta, hits=hits))}"
             + (f" (or --encoded-queries {index_dir / ENCODED_QUERIES_DIR})" if meta["query_path"] == PYSERINI_ENCODER
                else "") + ".")
 
