@@ -17,15 +17,19 @@ def model_dir(tmp_path_factory):
 
 
 def test_lareqa_command_writes_table_runs_report_heatmap(lareqa_home, model_dir, tmp_path, capsys):
+    from mlret_plugin.encoding.backends import choose_variant
+
     out = tmp_path / "out"
     assert main(["lareqa", "xquad-r", "--langs", "de,en", "--model", model_dir, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "| system | Mono mAP | Mono R@1 | Mono R@10 | Cross mAP" in printed and "| st-bert |" in printed
+    backend, precision, _ = choose_variant()  # the default: auto, named in the system when not the reference
+    name = "st-bert" if (backend, precision) == ("torch", "fp32") else f"st-bert-{backend}-{precision}"
+    assert "| system | Mono mAP | Mono R@1 | Mono R@10 | Cross mAP" in printed and f"| {name} |" in printed
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {r["setting"] for r in rows} == {"mono", "cross", "multi"}
     assert {r["dataset"] for r in rows if r["breakdown"] == "summary"} == {"xquad-r[de,en]"}
     assert len(list((out / "runs").glob("*.trec"))) == 2 + 2 + 1
-    assert (out / "heatmap.st-bert.png").is_file() and (out / "report.md").is_file()
+    assert (out / f"heatmap.{name}.png").is_file() and (out / "report.md").is_file()
 
 
 def test_evaluate_command_with_an_external_run(lareqa_home, model_dir, tmp_path, capsys):
@@ -33,7 +37,7 @@ def test_evaluate_command_with_an_external_run(lareqa_home, model_dir, tmp_path,
     external.write_text("en-q000 Q0 en-a0-p0-s0 1 10.000000 Anserini\n")
     out = tmp_path / "out"
     code = main(["evaluate", "xquad-r/en", "--model", model_dir, "--run", str(external), "--out", str(out),
-                 "--measures", "AP", "R@10", "--depth", "5"])
+                 "--measures", "AP", "R@10", "--depth", "5", "--backend", "torch", "--precision", "fp32"])
     assert code == 0
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert {r["system"] for r in rows} == {"st-bert", "pyserini-run"}

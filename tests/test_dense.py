@@ -176,7 +176,7 @@ def test_results_and_report_name_the_prompts(lareqa_home, tmp_path, capsys):
     assert rows and all(r["query_prompt"] == "query: " and r["passage_prompt"] == "passage: " for r in rows)
     assert "`'query: '` (model prompt query)" in (out / "report.md").read_text()
     assert main(["evaluate", "xquad-r/en", "--model", str(folder), "--passage-prompt", "", "--no-cache",
-                 "--out", str(tmp_path / "ev")]) == 0
+                 "--backend", "torch", "--precision", "fp32", "--out", str(tmp_path / "ev")]) == 0
     rows = [json.loads(line) for line in (tmp_path / "ev" / "results.jsonl").read_text().splitlines()]
     assert all(r["passage_prompt"] == "" and r["passage_prompt_source"] == "argument" for r in rows)
     assert "| st-prompted | context | `'query: '` (model prompt query) | none (argument) |" in (tmp_path / "ev" / "report.md").read_text()

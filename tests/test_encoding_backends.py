@@ -176,3 +176,69 @@ def test_backend_names_the_attention_backend_for_one_release(tiny, exports):
     assert model[0].attention_backend == "auto" and runtime_of(model) is None
     model = mlret_plugin.load_model(tiny, "local", window=2, backend="torch")  # as before: the torch path
     assert model[0].attention_backend == "torch"
+
+
+@pytest.mark.parametrize("flags, installed, backend, precision, expected", [
+    ({"avx512_bf16"}, {"openvino", "onnxruntime", "onnx"}, "auto", "auto", ("openvino", "fp32")),  # bf16: not faithful
+    ({"avx512_bf16"}, {"onnxruntime", "onnx"}, "auto", "auto", ("torch", "fp32")),
+    ({"avx512f"}, {"openvino"}, "auto", "auto", ("openvino", "fp32")),
+    ({"avx512f"}, set(), "auto", "auto", ("torch", "fp32")),
+    ({"avx512_bf16"}, {"openvino"}, "torch", "auto", ("torch", "fp32")),
+    ({"avx512_bf16"}, {"openvino"}, "auto", "fp32", ("openvino", "fp32")),
+    ({"avx512_bf16"}, {"onnxruntime", "onnx"}, "onnx", "auto", ("onnx", "fp32")),  # int8 only when asked for
+    ({"avx512_bf16"}, {"onnxruntime", "onnx", "openvino"}, "auto", "int8", ("onnx", "int8")),
+    ({"avx512_bf16"}, {"onnxruntime", "onnx", "openvino"}, "auto", "bf16", ("openvino", "bf16")),  # asked for: fastest
+    ({"avx512_bf16"}, set(), "auto", "bf16", ("torch", "bf16")),
+])
+def test_auto_is_the_fastest_faithful_variant_that_runs_here(monkeypatch, flags, installed, backend, precision,
+                                                            expected):
+    monkeypatch.setattr(backends, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(backends, "_installed", lambda module: module in installed)
+    chosen_backend, chosen_precision, skipped = backends.choose_variant(backend, precision)
+    assert (chosen_backend, chosen_precision) == expected
+    if backend == precision == "auto":
+        assert expected in backends.FAITHFUL
+    if expected == ("torch", "fp32") and backend == "auto":  # the faster faithful one was passed over, with its fix
+        assert any("pip install 'mlret-plugin[openvino]'" in reason for reason in skipped)
+
+
+def test_auto_keeps_sparse_patterns_on_torch_and_gpus_on_the_reference(monkeypatch):
+    monkeypatch.setattr(backends, "cpu_flags", lambda: {"avx512_bf16"})
+    monkeypatch.setattr(backends, "_installed", lambda module: True)
+    assert backends.choose_variant(sparse=True)[:2] == ("torch", "fp32")
+    assert backends.choose_variant(precision="bf16", sparse=True)[:2] == ("torch", "bf16")
+    assert backends.choose_variant(device="cuda:0")[:2] == ("torch", "fp32")
+    with pytest.raises(BackendError, match="onnx"):  # a variant given in full is checked, never replaced
+        backends.choose_variant("onnx", "bf16")
+
+
+def test_auto_is_logged_and_names_what_to_install(tiny, monkeypatch, caplog):
+    monkeypatch.setattr(backends, "cpu_flags", lambda: {"avx512f"})
+    monkeypatch.setattr(backends, "_installed", lambda module: False)
+    model = mlret_plugin.load_model(tiny)
+    with caplog.at_level("INFO", logger=backends.__name__):
+        assert backends.resolve_variant(model, "auto", "auto", "tiny") == ("torch", "fp32")
+    warning = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert warning and "tiny: encoding with torch fp32" in warning[0].getMessage()
+    assert "mlret-plugin[openvino]" in warning[0].getMessage()
+
+
+def test_the_evaluating_commands_default_to_auto_and_dense_index_to_the_reference():
+    from mlret_plugin.cli.main import build_parser
+
+    parser = build_parser()
+    for argv in (["lareqa", "xquad-r"], ["evaluate", "lareqa/xquad-r/en"], ["train", "--train", "x.jsonl", "--model", "m",
+                                                                            "--out", "o"]):
+        args = parser.parse_args(argv)
+        assert (args.backend, args.precision) == ("auto", "auto"), argv
+    args = parser.parse_args(["dense-index", "lareqa/xquad-r/en", "--model", "offline-e5", "--out", "o"])
+    assert (args.backend, args.precision) == ("torch", "fp32")
+
+
+def test_auto_without_bf16_hardware_is_info_not_a_warning(tiny, monkeypatch, caplog):
+    monkeypatch.setattr(backends, "cpu_flags", lambda: {"avx512f"})
+    monkeypatch.setattr(backends, "_installed", lambda module: True)  # nothing to install: the CPU decides
+    model = mlret_plugin.load_model(tiny)
+    with caplog.at_level("INFO", logger=backends.__name__):
+        assert backends.resolve_variant(model, "auto", "auto", "tiny") == ("openvino", "fp32")
+    assert [r.levelname for r in caplog.records] == ["INFO"]

@@ -172,7 +172,8 @@ def test_cli_no_cache_then_cache_info_and_clear(lareqa_home, tmp_path, monkeypat
     root = tmp_path / "emb"
     monkeypatch.setenv("MLRET_EMBEDDING_CACHE_DIR", str(root))
     model = str(tiny_model_dir("bert", tmp_path))
-    argv = ["lareqa", "xquad-r", "--langs", "de,en", "--model", model, "--candidates", "sentence"]
+    argv = ["lareqa", "xquad-r", "--langs", "de,en", "--model", model, "--candidates", "sentence", "--backend", "torch",
+            "--precision", "fp32"]
     assert main([*argv, "--no-cache", "--out", str(tmp_path / "a")]) == 0
     assert EmbeddingCache(root).entries() == []
     assert main([*argv, "--out", str(tmp_path / "b")]) == 0

@@ -266,7 +266,7 @@ def test_an_encoder_on_a_pre_encoded_only_index_is_a_mismatch(lareqa_home, tmp_p
 
 def evaluate_ap(dataset_id: str, model: Path, run_file: Path, out: Path) -> dict[str, float]:
     assert main(["evaluate", dataset_id, "--model", str(model), "--candidates", "sentence", "--run", str(run_file),
-                 "--measures", "AP", "--out", str(out)]) == 0
+                 "--measures", "AP", "--backend", "torch", "--precision", "fp32", "--out", str(out)]) == 0
     return {r["system"]: r["value"] for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
 
 

@@ -49,7 +49,7 @@ def test_real_faiss_run_gives_mlret_dense_ap(jvm, real_lareqa_home, offline_e5, 
 
     out_dir = tmp_path / "eval"
     assert main(["evaluate", dataset_id, "--model", "offline-e5", "--candidates", "sentence", "--run", str(run_file),
-                 "--measures", "AP", "--out", str(out_dir)]) == 0
+                 "--measures", "AP", "--backend", "torch", "--precision", "fp32", "--out", str(out_dir)]) == 0
     ap = {r["system"]: r["value"] for r in map(json.loads, (out_dir / "results.jsonl").read_text().splitlines())}
     pyserini_ap, mlret_ap = ap.pop("run"), ap.pop("multilingual-e5-small-q4-offline-sentence")
     check = meta["pyserini_encoder_check"] or {}

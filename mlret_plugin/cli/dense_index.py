@@ -36,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     parser.add_argument("--devices", default=None, metavar="D1,D2", help="encode on these devices (e.g. cuda:0,cuda:1)")
     parser.add_argument("--processes", type=int, default=None, metavar="N", help="encode with N CPU worker processes")
-    add_backend_arguments(parser)
+    add_backend_arguments(parser, auto=False)  # Pyserini's own query encoder runs torch fp32
     parser.add_argument("--index-type", choices=("flat", "hnsw"), default="flat",
                         help="flat: exact inner product [default]; hnsw: approximate (IndexHNSWFlat), for large "
                              "collections; its recall@hits against flat on the dataset's queries is measured and printed")

@@ -127,9 +127,9 @@ def check_args(args: argparse.Namespace):
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size}: expected >= 1")
     if args.bf16 or args.precision != "fp32" or args.backend != "torch":
-        from mlret_plugin.encoding.backends import check_backend
+        from mlret_plugin.encoding.backends import choose_variant, check_backend
 
-        check_backend(args.backend, args.precision)  # the evaluation's
+        choose_variant(args.backend, args.precision)  # the evaluation's (auto resolves, for the trained model)
         if args.bf16:
             check_backend("torch", "bf16")
     train_is_file = args.train.endswith(".jsonl") or Path(args.train).is_file()

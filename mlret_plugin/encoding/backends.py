@@ -107,6 +107,78 @@ def check_backend(backend: str, precision: str, device: str = "cpu") -> None:
                            "be emulated, slower than fp32); use --precision fp32")
 
 
+# Every variant, fastest first on a CPU with AVX512_BF16 (benchmarks/encoding.py --backends), and those measured
+# faithful to torch fp32 (docs/encoding.md: on the whole XQuAD-R pool and on MLQA-R, every Mono / Cross / Multi mAP
+# within 0.002 with no significant paired difference, MaxRankDist within 1%). Both bf16 variants differ
+# significantly on XQuAD-R Multi (+0.0002 / +0.0003 mAP, Holm p < 0.05), so ``auto`` picks them only when bf16 is
+# asked for.
+BY_SPEED = (("openvino", "bf16"), ("torch", "bf16"), ("onnx", "int8"), ("openvino", "fp32"), ("torch", "fp32"),
+            ("onnx", "fp32"))
+FAITHFUL = frozenset({("openvino", "fp32"), ("torch", "fp32")})
+AUTO = "auto"
+
+
+def choose_variant(backend: str = AUTO, precision: str = AUTO, device: str = "cpu",
+                   sparse: bool = False) -> tuple[str, str, list[str]]:
+    """Resolve ``"auto"`` in ``backend`` / ``precision``. Returns (backend, precision, why faster ones were passed
+    over). ``precision="auto"`` means the fastest variant faithful to torch fp32 that runs here (fp32 for a backend
+    with no measured faithful variant); ``backend="auto"`` with a precision, the fastest backend for it. On a GPU
+    auto is torch (faithfulness was measured on this CPU only); a sparse attention pattern runs on torch only.
+    A variant given in full is only checked (``BackendError`` naming the fix)."""
+    if backend != AUTO and precision != AUTO:
+        check_backend(backend, precision, device)
+        return backend, precision, []
+    if str(device) != "cpu":
+        chosen = (backend if backend != AUTO else "torch", precision if precision != AUTO else "fp32")
+        check_backend(*chosen, device)
+        return (*chosen, [])
+    if precision == AUTO and backend != AUTO and not any(b == backend for b, _ in FAITHFUL):
+        precision = "fp32"  # no variant of this backend was measured faithful: its exact one
+    skipped: list[str] = []
+    for candidate in BY_SPEED:
+        if backend not in (AUTO, candidate[0]) or precision not in (AUTO, candidate[1]):
+            continue
+        if precision == AUTO and candidate not in FAITHFUL:
+            continue
+        if sparse and candidate[0] != "torch":
+            skipped.append(f"{candidate[0]} {candidate[1]}: sparse attention patterns run on torch only")
+            continue
+        try:
+            check_backend(*candidate, device)
+        except BackendError as e:
+            skipped.append(f"{candidate[0]} {candidate[1]}: {e}")
+            continue
+        return (*candidate, skipped)
+    raise BackendError(f"no backend / precision runs here for backend={backend!r}, precision={precision!r}: "
+                       + "; ".join(skipped))
+
+
+def has_sparse_pattern(model) -> bool:
+    """Whether a sentence-transformers model's transformer has a sparse attention pattern (torch only)."""
+    try:
+        config = getattr(getattr(model[0], "model", None), "config", None)
+    except (TypeError, IndexError, KeyError):
+        return False
+    attention = getattr(config, "mlret_attention", None)
+    return bool(attention) and attention.get("kind") != "dense"
+
+
+def resolve_variant(model, backend: str, precision: str, name: str) -> tuple[str, str]:
+    """``choose_variant`` for ``model`` (its device and pattern), logged: INFO, or a WARNING naming what to
+    install / change when a faster faithful variant was passed over."""
+    chosen_backend, chosen_precision, skipped = choose_variant(backend, precision, str(getattr(model, "device", "cpu")),
+                                                               has_sparse_pattern(model))
+    if AUTO in (backend, precision):
+        fixable = [reason for reason in skipped if "pip install" in reason]  # a missing package: worth a warning
+        message = (f"{name}: encoding with {chosen_backend} {chosen_precision} (auto: the fastest variant faithful "
+                   f"to torch fp32 here; --backend torch --precision fp32 gives the reference numbers)")
+        if fixable:
+            log.warning("%s. Faster faithful variants passed over: %s", message, "; ".join(fixable))
+        else:
+            log.info(message)
+    return chosen_backend, chosen_precision
+
+
 def _installed(module: str) -> bool:
     import importlib.util
 
@@ -392,4 +464,5 @@ def apply_backend(model, backend: str = "torch", precision: str = "fp32", cache_
 
 __all__ = ["BACKENDS", "PRECISIONS", "AutocastModel", "BackendError", "CorruptExport", "ExportedModel", "OnnxModel",
            "OpenVinoModel", "RuntimeModel", "apply_backend", "build_export", "check_backend", "cpu_has_bf16",
-           "export_key", "exports_dir", "runtime_of"]
+           "export_key", "exports_dir", "runtime_of", "choose_variant", "BY_SPEED", "FAITHFUL", "AUTO", "has_sparse_pattern",
+           "resolve_variant"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Iterable, Iterator, NamedTuple
+from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from mlret_plugin.constants import CANDIDATE_KINDS
 from mlret_plugin.datasets import Subset, parse_dataset_id
 from mlret_plugin.evaluation.measures import FullDepthEvaluator, Qrels
 from mlret_plugin.prompts import resolve_prompt
+
+if TYPE_CHECKING:
+    from mlret_plugin.encoding.cache import EmbeddingCache
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +78,15 @@ class DenseRetriever:
         False = off, a folder or an ``EmbeddingCache``. ``devices`` (e.g. "cuda:0,cuda:1") or ``processes``
         (N CPU workers) encode on sentence-transformers' multi-process pool; ``close()`` stops it.
         ``backend`` ('torch', 'onnx', 'openvino') and ``precision`` ('fp32', 'bf16', 'int8') run the model's
-        transformer (``mlret_plugin.encoding.backends``; applied in place to a model passed in); the embedding
-        cache keys on them, so one backend's embeddings are never served for another."""
+        transformer (``mlret_plugin.encoding.backends``; applied in place to a model passed in); "auto" in either
+        picks the fastest variant faithful to torch fp32 here (``choose_variant``, logged). The embedding cache
+        keys on them, so one backend's embeddings are never served for another."""
         if candidates not in CANDIDATE_KINDS:
             raise ValueError(f"candidates={candidates!r}; expected one of {CANDIDATE_KINDS}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
         from mlret_plugin.encoding import parse_devices
+        from mlret_plugin.encoding.backends import AUTO, apply_backend, resolve_variant, runtime_of
 
         self.devices = parse_devices(devices, processes)  # fail before the model loads
         if isinstance(model, (str, Path)):
@@ -91,15 +96,17 @@ class DenseRetriever:
             resolved = resolve_model_spec(model)
             if resolved is None:
                 raise ValueError(f"model {str(model)!r}: no dense model is available (see the warning above)")
-            self.model = load_model(resolved, backend=backend, precision=precision)
+            auto = AUTO in (backend, precision)
+            self.model = load_model(resolved, backend="torch" if auto else backend,
+                                    precision="fp32" if auto else precision)
             default_name = model_name(resolved)
+            if auto:
+                apply_backend(self.model, *resolve_variant(self.model, backend, precision, default_name))
         else:
-            from mlret_plugin.encoding.backends import apply_backend, runtime_of
-
             self.model = model
-            if runtime_of(model) is None:  # a model already on a backend is used as it is
-                apply_backend(model, backend, precision)
             default_name = _model_name(model)
+            if runtime_of(model) is None:  # a model already on a backend is used as it is
+                apply_backend(model, *resolve_variant(model, backend, precision, name or default_name))
         similarity = getattr(self.model, "similarity_fn_name", "cosine") or "cosine"
         if similarity not in ("cosine", "dot"):
             raise ValueError(

@@ -41,16 +41,19 @@ def build_systems(
     ``default_if_none``: with no model and no BM25, use the ``default`` model. Where ``default`` finds no dense
     model at all (no hub, no offline package), BM25 runs alone (announced loudly by the resolver).
     ``cache``: the embedding cache (None: the default one, False: off, a folder). ``backend`` / ``precision``
-    run the dense models (``encoding.backends``; checked before any model loads); a system not on torch fp32 is
-    named with them (``NAME-onnx-int8``). Raises ValueError for nothing to evaluate unless ``allow_empty``
+    run the dense models (``encoding.backends``; checked before any model loads); ``"auto"`` picks, per model,
+    the fastest variant faithful to torch fp32 that runs here (``choose_variant``; logged, and a WARNING names
+    what to install when a faster one was passed over). A system not on torch fp32 is named with its variant
+    (``NAME-openvino-bf16``). Raises ValueError for nothing to evaluate unless ``allow_empty``
     (e.g. only run files are evaluated)."""
     if candidates not in CANDIDATE_KINDS:
         raise ValueError(f"candidates={candidates!r}; expected one of {CANDIDATE_KINDS}")
     from mlret_plugin.encoding import parse_devices
-    from mlret_plugin.encoding.backends import check_backend
+    from mlret_plugin.encoding.backends import AUTO, check_backend
 
     device_list = parse_devices(devices, processes)
-    check_backend(backend, precision)
+    if AUTO not in (backend, precision):
+        check_backend(backend, precision)
     chosen = list(models) or ([specs.DEFAULT_ALIAS] if default_if_none and not bm25 else [])
     resolved = []
     for spec in chosen:
@@ -66,12 +69,15 @@ def build_systems(
         return systems
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
+    from mlret_plugin.encoding.backends import runtime_of
     from mlret_plugin.evaluation.dense import DenseRetriever
 
     names: set[str] = set()
-    suffix = "" if (backend, precision) == ("torch", "fp32") else f"-{backend}-{precision}"
     for path in resolved:
-        model = swappable.load_model(path, backend=backend, precision=precision)
+        model = _load(path, backend, precision)
+        runtime = runtime_of(model) or {"backend": "torch", "precision": "fp32"}
+        suffix = "" if runtime["backend"] == "torch" and runtime["precision"] == "fp32" else \
+            f"-{runtime['backend']}-{runtime['precision']}"
         name = specs.model_name(path) + suffix
         if name in names:
             name = f"{name}-{len(names) + 1}"
@@ -81,6 +87,16 @@ def build_systems(
                                       name=name if candidates == "context" else f"{name}-sentence",
                                       cache=cache, devices=device_list))
     return systems
+
+
+def _load(path, backend: str, precision: str):
+    """A dense model on ``backend`` / ``precision``, "auto" resolved for this model (patterns stay on torch)."""
+    from mlret_plugin.encoding.backends import AUTO, apply_backend, resolve_variant
+
+    if AUTO not in (backend, precision):
+        return swappable.load_model(path, backend=backend, precision=precision)
+    model = swappable.load_model(path, backend="torch", precision="fp32")
+    return apply_backend(model, *resolve_variant(model, backend, precision, specs.model_name(path)))
 
 
 def _bm25(k1: float, b: float):
