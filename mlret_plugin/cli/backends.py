@@ -19,8 +19,8 @@ def add_backend_arguments(parser: argparse.ArgumentParser, where: str = "", auto
     """--backend / --precision; their default is ``auto`` where ``auto``, else torch fp32."""
     backend, precision = (AUTO, AUTO) if auto else REFERENCE
     backends, precisions = ((AUTO, *BACKENDS), (AUTO, *PRECISIONS)) if auto else (BACKENDS, PRECISIONS)
-    how = ("auto: the fastest variant faithful to torch fp32 that this machine runs (openvino bf16 on a CPU with "
-           "AVX512_BF16 and the openvino extra), logged") if auto else "torch fp32"
+    how = ("auto: the fastest variant faithful to torch fp32 that this machine runs (openvino fp32 with the openvino extra, "
+           "else torch fp32; --precision bf16 picks the fastest bf16), logged") if auto else "torch fp32"
     parser.add_argument("--backend", choices=backends, default=backend,
                         help=f"what runs the dense model's transformer{where}: torch, or an export run by ONNX "
                              f"Runtime / OpenVINO (default {backend}; {how})")
