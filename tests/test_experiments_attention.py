@@ -119,6 +119,7 @@ def test_the_command_line_runs_the_same_grid(lareqa_home, tiny_model, tmp_path, 
     assert (tmp_path / "out" / "results.jsonl").stat().st_size > 0
 
 
+@pytest.mark.slow  # trains and evaluates a whole run: CI, not the fast loop
 def test_rerun_resumes_from_finished_cells(lareqa_home, tiny_model, tmp_path, monkeypatch):
     out = tmp_path / "out"
     from mlret_plugin.experiments import noisy_dense
@@ -198,6 +199,7 @@ def test_model_that_cannot_swap_attention_is_rejected(tmp_path, capsys):
     _ = Pooling
 
 
+@pytest.mark.slow  # trains and evaluates a whole run: CI, not the fast loop
 def test_finetune_after_swap(lareqa_home, tiny_model, tmp_path):
     """Two commands, one training seed each, share one --out: the cache keys on the seed and the second
     command's report joins both seeds (mean +- std, paired tests against dense)."""

@@ -126,6 +126,7 @@ def test_train_with_attention_saves_the_pattern(lareqa_home, tiny_dir, tmp_path)
     assert (config.kind, config.window) == ("local", 2)
 
 
+@pytest.mark.slow  # trains and evaluates a whole run: CI, not the fast loop
 def test_train_eval_uses_the_embedding_cache_unless_no_cache(lareqa_home, tiny_dir, tmp_path):
     from mlret_plugin.encoding import default_cache_dir
 
@@ -140,6 +141,7 @@ def test_train_eval_uses_the_embedding_cache_unless_no_cache(lareqa_home, tiny_d
     assert entries() > 0
 
 
+@pytest.mark.slow  # trains and evaluates a whole run: CI, not the fast loop
 def test_only_rank_0_evaluates_under_a_launcher(lareqa_home, tiny_dir, tmp_path, monkeypatch, capsys):
     """torchrun / accelerate run `mlret train` once per rank; ranks other than 0 train, then skip the evaluation.
     (The rank itself comes from accelerate's PartialState, checked under a real torchrun in test_training_ddp.)"""

@@ -145,6 +145,7 @@ def test_hard_negatives_are_never_relevant_to_their_query(lareqa_home):
     assert rows == lareqa_rows("mlqa-r", hard_negatives=True, keep_doc_ids=True)  # seeded: the same every time
 
 
+@pytest.mark.slow  # trains and evaluates a whole run: CI, not the fast loop
 def test_a_recipe_search_grid_trains_on_train_articles_and_evaluates_dev_at_each_wise_weight(home6, tmp_path):
     from mlret_plugin.experiments.ratio import build_ratio_grid, run_ratio_grid
     from mlret_plugin.training.splits import article_split, held_out_groups
