@@ -10,6 +10,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -46,4 +47,19 @@ def remove_stale(target: Path, what: str = "build") -> list[Path]:
     return removed
 
 
-__all__ = ["pid_alive", "remove_stale", "staging_path"]
+def publish(built: Path, target: Path, finished: Callable[[Path], bool], what: str) -> bool:
+    """Rename ``built`` into place as ``target``; True when it landed. When the rename fails because another
+    process already put a finished ``target`` there (``finished(target)``), that one is kept, ``built`` is
+    deleted and False returned; any other failure raises."""
+    try:
+        os.rename(built, target)
+        return True
+    except OSError:
+        if not finished(Path(target)):
+            raise
+    log.info("%s %s was built concurrently; using that one", what, target)
+    shutil.rmtree(built, ignore_errors=True)
+    return False
+
+
+__all__ = ["pid_alive", "publish", "remove_stale", "staging_path"]

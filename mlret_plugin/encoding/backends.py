@@ -41,7 +41,7 @@ from torch import nn
 
 from mlret_plugin.atomic import atomic_write_text
 from mlret_plugin.constants import ENCODING_BACKENDS, PRECISIONS
-from mlret_plugin.staging import remove_stale, staging_path
+from mlret_plugin.staging import publish, remove_stale, staging_path
 
 log = logging.getLogger(__name__)
 
@@ -356,11 +356,7 @@ def build_export(hf_model: nn.Module, example: dict[str, torch.Tensor], key: dic
         files = _export(hf_model, example, key, tmp)
         manifest = {"key": key, "files": {name: _file_sha256(tmp / name) for name in files}}
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=1), fsync=True)
-        try:
-            tmp.rename(folder)
-        except OSError:  # another process finished the same export first
-            if not _valid(folder, key):
-                raise
+        publish(tmp, folder, lambda done: _valid(done, key), "export")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder

@@ -41,7 +41,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from importlib.metadata import version
@@ -49,7 +48,7 @@ from pathlib import Path
 from typing import Iterable
 
 from mlret_plugin.evaluation.analyzers import LanguageAnalysis, analysis_for
-from mlret_plugin.staging import remove_stale, staging_path
+from mlret_plugin.staging import publish, remove_stale, staging_path
 
 log = logging.getLogger(__name__)
 
@@ -182,13 +181,7 @@ def build_index(docs: Iterable, analysis: LanguageAnalysis, index_dir: Path, met
             writer.close()
             directory.close()
         (tmp / METADATA_FILE).write_text(json.dumps({**metadata, "docs": count}, indent=1, ensure_ascii=False))
-        try:
-            os.rename(tmp, index_dir)
-        except OSError:
-            if not (index_dir / METADATA_FILE).is_file():
-                raise
-            log.info("BM25 index %s was built concurrently; using that one", index_dir)
-            shutil.rmtree(tmp, ignore_errors=True)
+        publish(tmp, index_dir, lambda folder: (folder / METADATA_FILE).is_file(), "BM25 index")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

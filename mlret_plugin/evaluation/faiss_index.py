@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 import unicodedata
@@ -43,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlret_plugin.staging import remove_stale, staging_path
+from mlret_plugin.staging import publish, remove_stale, staging_path
 
 log = logging.getLogger(__name__)
 
@@ -487,13 +486,7 @@ def _build(retriever, subset, queries, docs, model, key, target: Path, index_typ
             "versions": {"faiss": faiss.__version__, "pyserini": _version("pyserini")},
         }
         (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=1, ensure_ascii=False))
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not (target / METADATA_FILE).is_file():
-                raise
-            log.info("FAISS index %s was built concurrently; using that one", target)
-            shutil.rmtree(tmp, ignore_errors=True)
+        if not publish(tmp, target, lambda folder: (folder / METADATA_FILE).is_file(), "FAISS index"):
             return read_metadata(target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

