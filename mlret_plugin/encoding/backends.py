@@ -418,6 +418,12 @@ def runtime_of(model) -> dict | None:
     return getattr(getattr(module, "model", None), "runtime", None)
 
 
+def variant_of(model) -> tuple[str, str]:
+    """(backend, precision) that ``model`` encodes with: its runtime's, else torch fp32."""
+    runtime = runtime_of(model) or {"backend": "torch", "precision": "fp32"}
+    return runtime["backend"], runtime["precision"]
+
+
 def apply_backend(model, backend: str = "torch", precision: str = "fp32", cache_dir: str | Path | None = None,
                   threads: int | None = None):
     """Run ``model``'s transformer on ``backend`` in ``precision`` (in place; returns the model). torch fp32 leaves
@@ -458,7 +464,7 @@ def apply_backend(model, backend: str = "torch", precision: str = "fp32", cache_
     return model
 
 
-__all__ = ["BACKENDS", "PRECISIONS", "AutocastModel", "BackendError", "CorruptExport", "ExportedModel", "OnnxModel",
-           "OpenVinoModel", "RuntimeModel", "apply_backend", "build_export", "check_backend", "cpu_has_bf16",
-           "export_key", "exports_dir", "runtime_of", "choose_variant", "BY_SPEED", "FAITHFUL", "AUTO", "has_sparse_pattern",
-           "resolve_variant"]
+__all__ = ["AUTO", "BACKENDS", "BY_SPEED", "FAITHFUL", "PRECISIONS", "AutocastModel", "BackendError", "CorruptExport",
+           "ExportedModel", "OnnxModel", "OpenVinoModel", "RuntimeModel", "apply_backend", "build_export", "check_backend",
+           "choose_variant", "cpu_has_bf16", "export_key", "exports_dir", "has_sparse_pattern", "resolve_variant",
+           "runtime_of", "variant_of"]

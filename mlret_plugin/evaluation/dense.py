@@ -47,6 +47,18 @@ def _lang_subset(collection: str, lang: str) -> Subset:
     return Subset(collection, (lang,), (lang,))
 
 
+def load_encoder(resolved: str | Path, backend: str, precision: str, name: str):
+    """``load_model(resolved)`` on ``backend`` / ``precision``, "auto" in either resolved for this model (its
+    device and attention pattern; ``encoding.backends.resolve_variant``, logged under ``name``)."""
+    from mlret_plugin.encoding.backends import AUTO, apply_backend, resolve_variant
+    from mlret_plugin.model import load_model
+
+    if AUTO not in (backend, precision):
+        return load_model(resolved, backend=backend, precision=precision)
+    model = load_model(resolved, backend="torch", precision="fp32")
+    return apply_backend(model, *resolve_variant(model, backend, precision, name))
+
+
 class DenseRetriever:
     """A sentence-transformers model as a retriever over LAReQA subsets.
 
@@ -86,22 +98,17 @@ class DenseRetriever:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
         from mlret_plugin.encoding import parse_devices
-        from mlret_plugin.encoding.backends import AUTO, apply_backend, resolve_variant, runtime_of
+        from mlret_plugin.encoding.backends import apply_backend, resolve_variant, runtime_of
 
         self.devices = parse_devices(devices, processes)  # fail before the model loads
         if isinstance(model, (str, Path)):
-            from mlret_plugin.model import load_model
             from mlret_plugin.models.specs import model_name, resolve_model_spec
 
             resolved = resolve_model_spec(model)
             if resolved is None:
                 raise ValueError(f"model {str(model)!r}: no dense model is available (see the warning above)")
-            auto = AUTO in (backend, precision)
-            self.model = load_model(resolved, backend="torch" if auto else backend,
-                                    precision="fp32" if auto else precision)
             default_name = model_name(resolved)
-            if auto:
-                apply_backend(self.model, *resolve_variant(self.model, backend, precision, default_name))
+            self.model = load_encoder(resolved, backend, precision, default_name)
         else:
             self.model = model
             default_name = _model_name(model)
@@ -134,13 +141,12 @@ class DenseRetriever:
 
     def describe(self) -> dict:
         """What defines this system's embeddings besides the model (for results.jsonl and the report)."""
-        from mlret_plugin.encoding.backends import runtime_of
+        from mlret_plugin.encoding.backends import variant_of
 
-        runtime = runtime_of(self.model) or {"backend": "torch", "precision": "fp32"}
+        backend, precision = variant_of(self.model)
         return {"candidates": self.candidates, "query_prompt": self.query_prompt,
                 "query_prompt_source": self.query_prompt_source, "passage_prompt": self.passage_prompt,
-                "passage_prompt_source": self.passage_prompt_source, "backend": runtime["backend"],
-                "precision": runtime["precision"]}
+                "passage_prompt_source": self.passage_prompt_source, "backend": backend, "precision": precision}
 
     def clear_cache(self) -> None:
         """Forget in-memory embeddings (call after the model's weights change, e.g. between training epochs).

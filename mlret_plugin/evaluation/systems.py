@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from mlret_plugin import model as swappable
 from mlret_plugin.constants import CANDIDATE_KINDS
 from mlret_plugin.models import specs
 
@@ -69,15 +68,14 @@ def build_systems(
         return systems
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
-    from mlret_plugin.encoding.backends import runtime_of
-    from mlret_plugin.evaluation.dense import DenseRetriever
+    from mlret_plugin.encoding.backends import variant_of
+    from mlret_plugin.evaluation.dense import DenseRetriever, load_encoder
 
     names: set[str] = set()
     for path in resolved:
-        model = _load(path, backend, precision)
-        runtime = runtime_of(model) or {"backend": "torch", "precision": "fp32"}
-        suffix = "" if runtime["backend"] == "torch" and runtime["precision"] == "fp32" else \
-            f"-{runtime['backend']}-{runtime['precision']}"
+        model = load_encoder(path, backend, precision, specs.model_name(path))
+        variant = variant_of(model)
+        suffix = "" if variant == ("torch", "fp32") else "-" + "-".join(variant)
         name = specs.model_name(path) + suffix
         if name in names:
             name = f"{name}-{len(names) + 1}"
@@ -87,16 +85,6 @@ def build_systems(
                                       name=name if candidates == "context" else f"{name}-sentence",
                                       cache=cache, devices=device_list))
     return systems
-
-
-def _load(path, backend: str, precision: str):
-    """A dense model on ``backend`` / ``precision``, "auto" resolved for this model (patterns stay on torch)."""
-    from mlret_plugin.encoding.backends import AUTO, apply_backend, resolve_variant
-
-    if AUTO not in (backend, precision):
-        return swappable.load_model(path, backend=backend, precision=precision)
-    model = swappable.load_model(path, backend="torch", precision="fp32")
-    return apply_backend(model, *resolve_variant(model, backend, precision, specs.model_name(path)))
 
 
 def _bm25(k1: float, b: float):
