@@ -126,12 +126,11 @@ def check_args(args: argparse.Namespace):
         raise ValueError(f"--alpha {args.alpha}: expected a probability in [0, 1]")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size}: expected >= 1")
-    if args.bf16 or args.precision != "fp32" or args.backend != "torch":
-        from mlret_plugin.encoding.backends import choose_variant, check_backend
+    from mlret_plugin.encoding.backends import check_backend, choose_variant
 
-        choose_variant(args.backend, args.precision)  # the evaluation's (auto resolves, for the trained model)
-        if args.bf16:
-            check_backend("torch", "bf16")
+    choose_variant(args.backend, args.precision)  # the evaluation's (auto resolves, for the trained model)
+    if args.bf16:
+        check_backend("torch", "bf16")
     train_is_file = args.train.endswith(".jsonl") or Path(args.train).is_file()
     if train_is_file and not Path(args.train).is_file():
         raise FileNotFoundError(f"--train {args.train}: no such file")
