@@ -137,6 +137,17 @@ def test_bad_input_fails_before_training(lareqa_home, tiny_model, tmp_path, caps
     assert not (tmp_path / "o").exists()
 
 
+def test_max_steps_is_required_only_when_something_trains(lareqa_home, tiny_model, tmp_path, capsys):
+    args = ["experiment", "ratio", "--train", "mlqa-r", "--eval", "xquad-r", "--eval-langs", "en,de",
+            "--models", tiny_model, "--alphas", "0.5", "--out", str(tmp_path / "o")]
+    assert main(args) == 2
+    assert "--max-steps is required" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    assert main([*args, "--only-untrained"]) == 0  # the untrained cell trains nothing
+    cells = [json.loads(line) for line in (tmp_path / "o" / "cells.jsonl").read_text().splitlines()]
+    assert [c["params"]["alpha"] for c in cells] == [None]
+
+
 def test_held_out_articles_are_a_second_evaluation_with_its_own_tests(lareqa_home, tiny_model, tmp_path):
     """--holdout-articles: training excludes the articles, every cell is also evaluated on their questions;
     --only-untrained is the starting point alone, and a later command sharing --out joins it."""

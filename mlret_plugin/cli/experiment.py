@@ -83,7 +83,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ra.add_argument("--models", type=types.models, required=True,
                     help="comma-separated models, each PATH_OR_ID[:layers=N], e.g. offline-minilm:layers=2,offline-minilm")
     ra.add_argument("--alphas", type=types.numbers, default="0,0.25,0.5,0.75,1")
-    ra.add_argument("--max-steps", type=int, required=True)
+    ra.add_argument("--max-steps", type=int, help="training steps of each cell (required unless --only-untrained)")
     ra.add_argument("--batch-size", type=int, default=16, help="pairs per training batch")
     ra.add_argument("--learning-rate", type=float, default=2e-5)
     ra.add_argument("--passage-field", choices=PASSAGE_FIELDS, default="text",
@@ -162,9 +162,13 @@ def run_ratio_cli(args: argparse.Namespace) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from mlret_plugin.experiments.ratio import build_ratio_grid, run_ratio_grid
 
+    if args.max_steps is None and not args.only_untrained:
+        return _fail(ValueError("--max-steps is required: the training steps of each cell (only --only-untrained, "
+                                "which trains nothing, runs without it)"))
     try:
         grid = build_ratio_grid(
-            args.train, None if args.eval == "none" else args.eval, args.models, args.alphas, args.max_steps, args.out,
+            args.train, None if args.eval == "none" else args.eval, args.models, args.alphas,
+            1 if args.max_steps is None else args.max_steps, args.out,
             eval_langs=args.eval_langs,
             seeds=args.seeds, baseline=args.baseline, cache=False if args.no_cache else None,
             candidates=args.candidates, passage_field=args.passage_field, batch_size=args.batch_size,
