@@ -16,7 +16,8 @@ def tiny_model(tmp_path):
 
 def _cli(model, out, extra=()):
     return main(["experiment", "ratio", "--train", "mlqa-r", "--eval", "xquad-r", "--eval-langs", "en,de",
-                 "--models", f"{model}:layers=1,{model}", "--alphas", "0,1", "--max-steps", "2", "--batch-size", "2", "--learning-rate", "0.01",
+                 "--models", f"{model}:layers=1,{model}", "--alphas", "0,1", "--max-steps", "2", "--batch-size", "2",
+                 "--learning-rate", "0.01",
                  "--seeds", "0,1", "--baseline", "1", "--out", str(out), *extra])
 
 
@@ -124,6 +125,7 @@ def test_a_rerun_of_the_command_reuses_every_cell(ratio_run, lareqa_home, monkey
     (["--baseline", "0.5"], "not among the alphas"),
     (["--seeds", "0,0"], "distinct integers"),
     (["--train", "x.jsonl", "--holdout-articles", "2"], "needs train to be a dataset id"),
+    (["--eval-langs", "th", "--holdout-articles", "1"], "none is a language of mlqa-r"),
 ])
 def test_bad_input_fails_before_training(lareqa_home, tiny_model, tmp_path, capsys, argv, message):
     base = {"--train": "mlqa-r", "--alphas": "0,1", "--max-steps": "2", "--models": "{m}", "--eval-langs": "en,de",
@@ -166,6 +168,9 @@ def test_held_out_articles_are_a_second_evaluation_with_its_own_tests(lareqa_hom
     assert {r["eval"] for r in summary} == {"xquad-r", "mlqa-r held-out"}
     held = [r for r in rows if r["eval"] == "mlqa-r held-out" and r["breakdown"] in ("language", "pool")]
     assert held and all(r["query_groups"] > 0 for r in held)
+    # --eval-langs restricts the held-out evaluation too, and keys its cells
+    assert {r["qlang"] for r in rows if r["eval"] == "mlqa-r held-out" and r["breakdown"] == "language"} == {"en", "de"}
+    assert all(c["params"]["holdout"]["langs"] == ["en", "de"] for c in cells)
     tested = {(r["eval"], r["setting"]) for r in summary if r["p_value"] is not None}
     assert ("mlqa-r held-out", "multi") in tested and ("xquad-r", "multi") in tested
     held_out = cells[0]["params"]["holdout"]["articles"]

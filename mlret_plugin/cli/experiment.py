@@ -79,7 +79,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ra.add_argument("--eval", required=True, choices=sorted(COLLECTIONS) + ["none"],
                     help="zero-shot evaluation collection, or 'none' (a recipe search on --split dev)")
     ra.add_argument("--eval-langs", type=types.names, default=None,
-                    help="restrict evaluation to these languages (comma-separated)")
+                    help="restrict every evaluation to these languages (comma-separated); the --split / "
+                         "--holdout-articles part uses those of them its collection has")
     ra.add_argument("--models", type=types.models, required=True,
                     help="comma-separated models, each PATH_OR_ID[:layers=N], e.g. offline-minilm:layers=2,offline-minilm")
     ra.add_argument("--alphas", type=types.numbers, default="0,0.25,0.5,0.75,1")

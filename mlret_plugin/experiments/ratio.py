@@ -202,6 +202,7 @@ class RatioGrid:
     split_seed: int = 0
     wise_weights: list[float] = field(default_factory=lambda: [1.0])  # WiSE-FT weights evaluated per training
     evaluated_part: list = field(default_factory=list, repr=False)  # articles of the evaluated split part
+    part_langs: tuple = ()  # languages of the split / held-out evaluation (given eval_langs it has); () = all
 
     def cells(self) -> list[tuple[ModelSpec, float | None, int | None, float | None]]:
         """(model, alpha, training seed, WiSE-FT weight): one per evaluation; the weights of one training share it."""
@@ -219,13 +220,17 @@ class RatioGrid:
             "batch_size": self.batch_size if trained else None, "lr": self.learning_rate if trained else None,
             "passage_field": self.passage_field if trained else None, "seed": seed if trained else None,
             "eval": self.eval_collection, "langs": list(self._langs), "candidates": self.candidates, "measures": list(MEASURES),
-            **({"holdout": {"train": self.train, "articles": self.held_out}} if self.holdout_articles else {}),
+            **({"holdout": {"train": self.train, "articles": self.held_out, **self._part_langs_key()}}
+               if self.holdout_articles else {}),
             **({"precision": self.precision} if self.precision != "fp32" else {}),
             **({"recipe": self.recipe} if self.recipe and trained else {}),
             **({"split": {"train": self.train, "seed": self.split_seed, "part": self.split,
-                          "articles": self.evaluated_part}} if self.split else {}),
+                          "articles": self.evaluated_part, **self._part_langs_key()}} if self.split else {}),
             **({"wise": wise} if trained and wise not in (None, 1.0) else {}),
         }
+
+    def _part_langs_key(self) -> dict:
+        return {"langs": list(self.part_langs)} if self.part_langs else {}  # absent: every language (older keys)
 
     def joins(self, params: dict) -> bool:
         """Whether a cached cell belongs in this grid's report: same evaluation and, if trained, same recipe."""
@@ -247,7 +252,7 @@ class RatioGrid:
             collection = parse_dataset_id(self.train).collection
             name, articles = ((f"{collection} {self.split}", self.evaluated_part) if self.split
                               else (f"{collection} held-out", self.held_out))
-            out.append((name, collection, None, held_out_groups(self.train, set(articles))))
+            out.append((name, collection, self.part_langs or None, held_out_groups(self.train, set(articles))))
         self._evaluations = out
         return out
 
@@ -397,6 +402,12 @@ def build_ratio_grid(train: str, eval_collection: str | None, models: Sequence[M
         parts = article_split(train, seed=grid.split_seed)
         grid.held_out = sorted(parts.dev + parts.test)  # neither reaches training
         grid.evaluated_part = parts.part(grid.split)
+    if eval_langs and (grid.split or grid.holdout_articles):  # the held-out part: the given languages it has
+        own = COLLECTIONS[parse_dataset_id(train).collection]
+        grid.part_langs = tuple(lang for lang in eval_langs if lang in own)
+        if not grid.part_langs:
+            raise ValueError(f"eval_langs {list(eval_langs)}: none is a language of {train}, whose held-out part is "
+                             f"evaluated too; expected some of {list(own)}")
     if not grid.evaluations():
         raise ValueError("nothing to evaluate: give eval_collection, split or holdout_articles")
     from mlret_plugin.experiments.finetune import check_batches, load_train_data
@@ -534,7 +545,8 @@ def _header(grid: RatioGrid, cells: list[dict]) -> str:
     if grid.split:
         held = (f"; {grid.train} split by article (seed {grid.split_seed}): dev and test ({len(grid.held_out)} articles) "
                 f"never trained on; evaluated on '{grid.evaluations()[-1][0]}' ({len(grid.evaluated_part)} articles: "
-                "their questions against every candidate)")
+                "their questions against every candidate"
+                + (f" of {', '.join(grid.part_langs)}" if grid.part_langs else "") + ")")
     recipe = ", ".join(f"{k} {v}" for k, v in grid.recipe.items()) or "the defaults"
     wise = (f"; each trained model also at WiSE-FT weights {', '.join(f'{w:g}' for w in grid.wise_weights if w != 1)}"
             if any(w != 1 for w in grid.wise_weights) else "")
@@ -553,7 +565,7 @@ def _header(grid: RatioGrid, cells: list[dict]) -> str:
         + f", candidates {grid.candidates}, mAP over the full ranking",
         f"- Tests: each alpha against {'the untrained model' if grid.baseline is None else f'alpha {grid.baseline:g}'} "
         "of the same model; Δ = alpha - baseline",
-        f"- Every finished cell in this folder with the same evaluation and training recipe is reported (commands "
+        "- Every finished cell in this folder with the same evaluation and training recipe is reported (commands "
         "sharing --out join here)",
         f"- Machine: {platform.machine()} {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}; compute time {minutes:.1f} min",
