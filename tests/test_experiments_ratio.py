@@ -162,6 +162,7 @@ def test_held_out_articles_are_a_second_evaluation_with_its_own_tests(lareqa_hom
     assert [c["params"]["alpha"] for c in cells] == [None]
     untrained_only = (out / "report.md").read_text()  # nothing compared yet: one sentence, no empty tests table
     assert "No paired tests yet" in untrained_only and "## Paired tests" not in untrained_only
+    assert "Training: none yet" in untrained_only and "steps of hybrid batches" not in untrained_only
     assert main([*base, "--alphas", "1", "--seeds", "0"]) == 0
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     summary = [r for r in rows if r["breakdown"] == "summary" and r["measure"] == "AP"]

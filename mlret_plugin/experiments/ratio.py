@@ -555,11 +555,12 @@ def _header(grid: RatioGrid, cells: list[dict]) -> str:
         f"{', '.join(name for name, *_ in grid.evaluations())}",
         "",
         f"- Models: {', '.join(models)} (truncated models keep the first N layers of one checkpoint)",
-        f"- Training: {grid.max_steps} steps of hybrid batches ({grid.batch_size} pairs, in-batch negatives, "
-        f"lr {grid.learning_rate}, passages: {grid.passage_field}; recipe: {recipe}){wise}; "
-        f"alphas {', '.join(f'{a:g}' for a in alphas) or '- (none trained yet)'}; "
-        f"training seeds {', '.join(map(str, seeds)) or '-'} (values: mean over seeds, ± std)"
-        + ("; 'untrained' rows are the starting point" if grid.include_untrained else "") + held,
+        (f"- Training: {grid.max_steps} steps of hybrid batches ({grid.batch_size} pairs, in-batch negatives, "
+         f"lr {grid.learning_rate}, passages: {grid.passage_field}; recipe: {recipe}){wise}; "
+         f"alphas {', '.join(f'{a:g}' for a in alphas)}; "
+         f"training seeds {', '.join(map(str, seeds)) or '-'} (values: mean over seeds, ± std)"
+         + ("; 'untrained' rows are the starting point" if grid.include_untrained else "")
+         if alphas else "- Training: none yet (the untrained starting point only)") + held,
         f"- Evaluation: {', '.join(name for name, *_ in grid.evaluations())}"
         + (f" ({grid.eval_collection} over {', '.join(grid._langs)})" if grid.eval_collection else "")
         + f", candidates {grid.candidates}, mAP over the full ranking",
