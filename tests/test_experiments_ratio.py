@@ -126,6 +126,7 @@ def test_a_rerun_of_the_command_reuses_every_cell(ratio_run, lareqa_home, monkey
     (["--seeds", "0,0"], "distinct integers"),
     (["--train", "x.jsonl", "--holdout-articles", "2"], "needs train to be a dataset id"),
     (["--eval-langs", "th", "--holdout-articles", "1"], "none is a language of mlqa-r"),
+    (["--scale", "-1"], "recipe scale=-1.0"),
 ])
 def test_bad_input_fails_before_training(lareqa_home, tiny_model, tmp_path, capsys, argv, message):
     base = {"--train": "mlqa-r", "--alphas": "0,1", "--max-steps": "2", "--models": "{m}", "--eval-langs": "en,de",

@@ -56,6 +56,8 @@ def test_train_from_jsonl(lareqa_home, tiny_dir, tmp_path):
     (["--train", "mlqa-r", "--no-eval", "--attention", "block_sparse", "--attention-option", "block=48"], "block"),
     (["--train", "mlqa-r", "--no-eval", "--attention", "local", "--attention-option", "window=4",
       "--attention-option", "backend=cuda"], "backend=cuda: expected one of"),
+    (["--train", "mlqa-r", "--no-eval", "--scale", "0"], "--scale 0.0: expected > 0"),
+    (["--train", "mlqa-r", "--no-eval", "--wise-ft", "1.5"], "--wise-ft 1.5: expected a weight"),
 ])
 def test_bad_arguments_fail_before_training(lareqa_home, tmp_path, capsys, extra, message):
     code = main(["train", *extra, "--model", "offline-minilm", "--max-steps", "1", "--out", str(tmp_path / "o")])

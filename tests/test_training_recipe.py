@@ -174,3 +174,22 @@ def grid_cells(folder):
     import json
 
     return [json.loads(line) for line in (folder / "cells.jsonl").read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("name,distill", [("mnrl", 0.0), ("cached-mnrl", 0.0), ("cached-mnrl", 1.0)])
+def test_the_loss_scale_is_the_softmax_inverse_temperature(tmp_path, rows, name, distill):  # noqa: F811
+    from mlret_plugin.training.losses import make_loss
+
+    model = tiny_sentence_transformer("bert", tmp_path)
+    model.eval()
+    queries, passages = [r["query"] for r in rows[:4]], [r["passage"] for r in rows[:4]]
+    features = [model.tokenize(queries), model.tokenize(passages)]
+    with torch.no_grad():
+        q, p = (torch.nn.functional.normalize(model(dict(f))["sentence_embedding"], dim=-1) for f in features)
+        for scale in (5.0, 50.0):
+            expected = torch.nn.functional.cross_entropy(scale * q @ p.T, torch.arange(4))
+            loss = make_loss(model, name, mini_batch_size=2, distill_weight=distill, scale=scale)
+            # the distillation term is 0 here: the frozen copy is the model itself
+            assert torch.allclose(loss([dict(f) for f in features], None), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="scale=0"):
+        make_loss(model, name, scale=0)

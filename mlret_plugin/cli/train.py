@@ -141,6 +141,8 @@ def check_args(args: argparse.Namespace):
         raise ValueError("--article-split needs --train to be a dataset id, and replaces --holdout-articles")
     if args.hard_negatives and train_subset is None:
         raise ValueError("--hard-negatives needs --train to be a dataset id (negatives are the answer's paragraph)")
+    if not args.scale > 0:
+        raise ValueError(f"--scale {args.scale}: expected > 0 (the loss's inverse temperature, e.g. 20)")
     if not 0 <= args.wise_ft <= 1:
         raise ValueError(f"--wise-ft {args.wise_ft}: expected a weight in [0, 1]")
     if args.lock_text and args.image_tower is None:
@@ -230,7 +232,7 @@ def run_train(args: argparse.Namespace) -> int:
             seed=args.seed, learning_rate=args.lr, warmup_ratio=args.warmup_ratio, save_steps=args.save_steps,
             resume=args.resume, loss=args.loss, mini_batch_size=args.mini_batch_size,
             query_prompt=args.query_prompt, passage_prompt=args.passage_prompt, bf16=args.bf16,
-            freeze_embeddings=args.freeze_embeddings, distill_weight=args.distill_weight,
+            freeze_embeddings=args.freeze_embeddings, distill_weight=args.distill_weight, scale=args.scale,
             wise_ft=args.wise_ft,
         )
     except (ValueError, FileNotFoundError) as e:

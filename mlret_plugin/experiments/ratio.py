@@ -270,7 +270,7 @@ def check_seed_list(seeds: Sequence[int]) -> list[int]:
 
 
 RECIPE_DEFAULTS = {"loss": "mnrl", "mini_batch_size": 32, "hard_negatives": False, "freeze_embeddings": False,
-                   "distill_weight": 0.0, "warmup_ratio": 0.1, "bf16": False}
+                   "distill_weight": 0.0, "warmup_ratio": 0.1, "scale": 20.0, "bf16": False}
 
 
 def check_recipe(recipe: dict) -> dict:
@@ -287,6 +287,8 @@ def check_recipe(recipe: dict) -> dict:
             raise ValueError(f"recipe {name}={recipe[name]!r}; expected an integer >= 1")
     if not 0 <= float(recipe.get("distill_weight", 0.0)):
         raise ValueError(f"recipe distill_weight={recipe['distill_weight']}; expected >= 0")
+    if not float(recipe.get("scale", 20.0)) > 0:
+        raise ValueError(f"recipe scale={recipe['scale']}; expected > 0 (the loss's inverse temperature)")
     if not 0 <= float(recipe.get("warmup_ratio", 0.1)) < 1:
         raise ValueError(f"recipe warmup_ratio={recipe['warmup_ratio']}; expected a share in [0, 1)")
     if recipe.get("bf16"):

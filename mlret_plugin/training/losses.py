@@ -103,26 +103,30 @@ def _slice(features: dict, start: int, end: int) -> dict:
     return {k: v[start:end] if isinstance(v, torch.Tensor) and v.dim() > 0 else v for k, v in features.items()}
 
 
-def make_loss(model, name: str = "mnrl", mini_batch_size: int = 32, distill_weight: float = 0.0, teacher=None):
+def make_loss(model, name: str = "mnrl", mini_batch_size: int = 32, distill_weight: float = 0.0, teacher=None,
+              scale: float = 20.0):
     """The training loss ``name`` (``LOSSES``); with ``distill_weight`` > 0, the distillation term against
-    ``teacher`` (default: a frozen copy of ``model`` made now, i.e. before training)."""
+    ``teacher`` (default: a frozen copy of ``model`` made now, i.e. before training). ``scale``: the inverse
+    temperature of the in-batch softmax (sentence-transformers' default 20, i.e. 0.05; e5 was trained at 0.01)."""
     mnrl, cached, distilled, distilled_cached = _mnrl_classes()
     if name not in LOSSES:
         raise ValueError(f"loss={name!r}; expected one of {LOSSES}")
     if distill_weight < 0:
         raise ValueError(f"distill_weight={distill_weight}; expected >= 0")
+    if not scale > 0:
+        raise ValueError(f"scale={scale}; expected > 0 (the inverse softmax temperature, e.g. 20)")
     if distill_weight and name == "symmetric-mnrl":
         raise ValueError("distill_weight applies to the text losses mnrl and cached-mnrl")
     if distill_weight:
         teacher = teacher if teacher is not None else frozen_copy(model)
         if name == "cached-mnrl":
-            return distilled_cached(model, teacher, distill_weight, mini_batch_size=mini_batch_size)
-        return distilled(model, teacher, distill_weight)
+            return distilled_cached(model, teacher, distill_weight, mini_batch_size=mini_batch_size, scale=scale)
+        return distilled(model, teacher, distill_weight, scale=scale)
     if name == "mnrl":
-        return mnrl(model)
+        return mnrl(model, scale=scale)
     if name == "symmetric-mnrl":
-        return mnrl(model, directions=("query_to_doc", "doc_to_query"))
-    return cached(model, mini_batch_size=mini_batch_size)
+        return mnrl(model, directions=("query_to_doc", "doc_to_query"), scale=scale)
+    return cached(model, mini_batch_size=mini_batch_size, scale=scale)
 
 
 __all__ = ["LOSSES", "frozen_copy", "make_loss"]

@@ -61,6 +61,7 @@ def train_hybrid(
     bf16: bool = False,
     freeze_embeddings: bool = False,
     distill_weight: float = 0.0,
+    scale: float = 20.0,
     wise_ft: float = 1.0,
     logging_steps: int | None = None,
     callbacks: list | None = None,
@@ -73,8 +74,9 @@ def train_hybrid(
     "") override them (``mlret_plugin.training.prompts``). ``bf16``: the Trainer's own mixed precision (its
     ``bf16=True``: autocast to bfloat16, fp32 master weights), on a CPU with AVX512_BF16 / AMX or a GPU.
     ``freeze_embeddings``: the word embeddings do not train. ``distill_weight``: the loss's distillation term
-    towards the model as it was before training (``training.losses``). ``loss="cached-mnrl"`` embeds the
-    sampler's whole batch in mini-batches of ``mini_batch_size``: large contrast sizes in bounded memory.
+    towards the model as it was before training (``training.losses``); ``scale``: the loss's inverse
+    temperature (default 20, sentence-transformers'). ``loss="cached-mnrl"`` embeds the sampler's whole batch
+    in mini-batches of ``mini_batch_size``: large contrast sizes in bounded memory.
     ``wise_ft`` < 1: the saved (and returned in memory) model is the WiSE-FT interpolation of the start and the
     fine-tuned weights (``training.wise``). ``logging_steps``: how often the Trainer logs the loss (default
     min(50, save_steps)); ``callbacks``: transformers ``TrainerCallback``s (e.g. to record the loss curve).
@@ -133,7 +135,8 @@ def train_hybrid(
 
     start = snapshot(model) if wise_ft < 1 else None
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=train_dataset, callbacks=callbacks,
-                                         loss=make_loss(model, loss, mini_batch_size, distill_weight=distill_weight))
+                                         loss=make_loss(model, loss, mini_batch_size, distill_weight=distill_weight,
+                                                                   scale=scale))
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     if start is not None:
         interpolate(model, start, wise_ft)
