@@ -45,6 +45,7 @@ RECIPES = {  # part -> (recipe arguments, minutes)
     "b64-frozen-embeddings": ((*B64, "--freeze-embeddings"), "20"),
     "b64-distill": ((*B64, "--distill-weight", "5"), "25"),
     "b64-wise": ((*B64, "--wise-weights", "1,0.75,0.5,0.25"), "30"),
+    "b64-scale100": ((*B64, "--scale", "100"), "20"),  # e5's own temperature, 0.01
 }
 FINAL = B64 + ("--freeze-embeddings", "--wise-weights", "1")  # set from the search (docs/training.md)
 FINAL_COMMON = (*BASE, "--eval", "xquad-r", "--split", "test", "--baseline", "0.5", *FINAL)
