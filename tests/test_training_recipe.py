@@ -193,3 +193,27 @@ def test_the_loss_scale_is_the_softmax_inverse_temperature(tmp_path, rows, name,
             assert torch.allclose(loss([dict(f) for f in features], None), expected, atol=1e-5)
     with pytest.raises(ValueError, match="scale=0"):
         make_loss(model, name, scale=0)
+
+
+@pytest.mark.parametrize("distill", [0.0, 1.0])
+def test_the_cached_loss_replays_its_mini_batches_under_the_forward_autocast(tmp_path, rows, distill):  # noqa: F811
+    """The gradient replay runs inside backward(), outside the Trainer's autocast: it must re-enter it, so that
+    under bf16 training the replayed forward computes in bf16 like the cached one."""
+    from mlret_plugin.training.losses import make_loss
+
+    model = tiny_sentence_transformer("bert", tmp_path)
+    queries, passages = [r["query"] for r in rows[:4]], [r["passage"] for r in rows[:4]]
+    features = [model.tokenize(queries), model.tokenize(passages)]
+    loss = make_loss(model, "cached-mnrl", mini_batch_size=2, distill_weight=distill)
+    replayed = []  # the dtype of a linear layer's output in each forward that builds a graph (the replay's)
+    layer = model[0].auto_model.encoder.layer[0].attention.self.query
+    layer.register_forward_hook(lambda m, i, out: replayed.append(out.dtype) if torch.is_grad_enabled() else None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        value = loss([dict(f) for f in features], None)
+    value.backward()  # outside autocast, as the Trainer does
+    assert replayed == [torch.bfloat16] * 4  # 2 columns x 2 mini-batches
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    replayed.clear()
+    loss([dict(f) for f in features], None).backward()  # no autocast: the replay stays fp32
+    assert replayed == [torch.float32] * 4

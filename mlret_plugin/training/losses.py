@@ -6,6 +6,11 @@
   stays bounded. The contrast is still the whole batch: the sampler's X-X / X-Y batch is never cut.
 - ``symmetric-mnrl``: query -> passages plus passage -> queries (CLIP's loss, for image-text models).
 
+Under the Trainer's ``bf16`` the cached loss replays its mini-batches (forward with gradients, then backward) in
+bf16 too: sentence-transformers runs that replay inside the backward pass, outside the Trainer's autocast, so
+without ``AutocastReplay`` two thirds of the compute ran in fp32 and its gradients belonged to fp32 embeddings
+while the cached ones came from bf16 embeddings.
+
 ``distill_weight > 0`` adds ``distill_weight * mean(1 - cos(e, e0))`` over every embedding of the batch, where
 ``e0`` is the embedding of the same input by a frozen copy of the model as it was before training: a
 fine-tune then moves the embedding space only as far as the contrastive signal pays for (a known remedy for a
@@ -40,11 +45,42 @@ def _distance(embeddings: list[torch.Tensor], reference: list[torch.Tensor]) -> 
     return torch.cat([1 - nn.functional.cosine_similarity(e, r, dim=-1) for e, r in pairs]).mean()
 
 
+def _autocast_now() -> tuple[str, torch.dtype] | None:
+    """(device type, dtype) of the autocast active in this thread, or None."""
+    for device in ("cpu", "cuda"):
+        if torch.is_autocast_enabled(device):
+            return device, torch.get_autocast_dtype(device)
+    return None
+
+
 def _mnrl_classes():
     from sentence_transformers.sentence_transformer.losses import (
         CachedMultipleNegativesRankingLoss,
         MultipleNegativesRankingLoss,
     )
+
+    class AutocastReplay(CachedMultipleNegativesRankingLoss):
+        """The cached loss whose gradient replay runs under the autocast of its forward pass (see the module doc)."""
+
+        _autocast: tuple | None = None
+
+        def forward(self, sentence_features, labels):
+            self._autocast = _autocast_now()
+            return super().forward(sentence_features, labels)
+
+        def embed_minibatch_iter(self, *args, **kwargs):
+            inner = super().embed_minibatch_iter(*args, **kwargs)
+            with_grad = kwargs.get("with_grad", args[1] if len(args) > 1 else False)
+            if not (with_grad and self._autocast):
+                yield from inner
+                return
+            device, dtype = self._autocast
+            while True:  # autocast around each mini-batch's forward only, not the caller's backward between them
+                with torch.autocast(device, dtype=dtype):
+                    item = next(inner, None)
+                if item is None:
+                    return
+                yield item
 
     class DistilledMNRL(MultipleNegativesRankingLoss):
         """MultipleNegativesRankingLoss plus the distillation term (see the module doc)."""
@@ -61,7 +97,7 @@ def _mnrl_classes():
             self.last_distill = _distance(embeddings, reference)
             return self.compute_loss_from_embeddings(embeddings, labels) + self.distill_weight * self.last_distill
 
-    class DistilledCachedMNRL(CachedMultipleNegativesRankingLoss):
+    class DistilledCachedMNRL(AutocastReplay):
         """CachedMultipleNegativesRankingLoss plus the distillation term, added to the cached loss on the
         whole logical batch (its gradient joins the cached embedding gradients)."""
 
@@ -91,7 +127,7 @@ def _mnrl_classes():
                 return loss + distill.detach()
             return loss + distill
 
-    return MultipleNegativesRankingLoss, CachedMultipleNegativesRankingLoss, DistilledMNRL, DistilledCachedMNRL
+    return MultipleNegativesRankingLoss, AutocastReplay, DistilledMNRL, DistilledCachedMNRL
 
 
 def _chunks(features: dict, size: int) -> list[tuple[int, int]]:
