@@ -52,7 +52,8 @@ def run_parts(parts: list[Part], description: str, argv: list[str] | None = None
         return 0 if args.list else 2
     from mlret_plugin.cli.main import main
 
-    chosen = parts if args.all else [p for p in parts if p.name in args.part]
+    by_name = {p.name: p for p in parts}
+    chosen = parts if args.all else [by_name[name] for name in dict.fromkeys(args.part)]  # in the order given
     for part in chosen:
         start = time.perf_counter()
         code = main(command(part, args.model, args.out))

@@ -21,7 +21,7 @@ def _load(name: str):
     return module
 
 
-@pytest.mark.parametrize("name", ["e5_attention", "e5_ratio", "e5_paper_claim"])
+@pytest.mark.parametrize("name", ["e5_attention", "e5_ratio", "e5_paper_claim", "e5_hybrid_recipe"])
 def test_every_part_parses_and_parts_of_a_question_share_one_out(name, capsys):
     from e5_parts import command
 
@@ -48,3 +48,15 @@ def test_training_parts_cover_three_seeds_per_cell():
         seeds = {tuple(parser.parse_args(command(p, "m", "OUT")).seeds) for p in _load(name).PARTS
                  if not parser.parse_args(command(p, "m", "OUT")).only_untrained}
         assert seeds == {(0,), (1,), (2,)}
+
+
+def test_parts_run_in_the_order_given(monkeypatch, capsys):
+    import e5_parts
+
+    module = _load("e5_hybrid_recipe")
+    ran = []
+    monkeypatch.setattr("mlret_plugin.cli.main.main", lambda argv: ran.append(argv[argv.index("--out") + 1]) or 0)
+    names = ["search-b64-wise", "search-untrained", "search-b64-wise"]
+    assert e5_parts.run_parts(module.PARTS, "x", [f"--part={n}" for n in names] + ["--out", "O"]) == 0
+    order = [line.split(":")[0].removeprefix("part ") for line in capsys.readouterr().err.splitlines()]
+    assert order == ["search-b64-wise", "search-untrained"] and len(ran) == 2  # as given, each once
