@@ -29,6 +29,8 @@ sys.path.insert(0, __import__("os").path.dirname(__file__))
 
 from e5_parts import Part, run_parts  # noqa: E402
 
+from mlret_plugin.training.recipe import HYBRID_RECIPE, recipe_flags  # noqa: E402
+
 BASE = ("ratio", "--train", "mlqa-r", "--candidates", "sentence", "--precision", "bf16", "--bf16")
 # the untrained cell is shared by every search part (cached after the first), so each report tests against it
 SEARCH = (*BASE, "--eval", "none", "--split", "dev", "--alphas", "0.5", "--seeds", "0", "--baseline", "untrained")
@@ -47,7 +49,7 @@ RECIPES = {  # part -> (recipe arguments, minutes)
     "b64-wise": ((*B64, "--wise-weights", "1,0.75,0.5,0.25"), "30"),
     "b64-scale100": ((*B64, "--scale", "100"), "20"),  # e5's own temperature, 0.01
 }
-FINAL = B64 + ("--freeze-embeddings", "--wise-weights", "1")  # set from the search (docs/training.md)
+FINAL = recipe_flags(HYBRID_RECIPE)  # chosen from the search: mlret train's defaults too (training.recipe)
 FINAL_COMMON = (*BASE, "--eval", "xquad-r", "--split", "test", "--baseline", "0.5", *FINAL)
 
 PARTS = [Part("search-untrained", "hybrid-recipe/search",

@@ -217,3 +217,30 @@ def test_the_cached_loss_replays_its_mini_batches_under_the_forward_autocast(tmp
     replayed.clear()
     loss([dict(f) for f in features], None).backward()  # no autocast: the replay stays fp32
     assert replayed == [torch.float32] * 4
+
+
+def test_mlret_train_defaults_are_the_hybrid_recipe_and_the_grid_spells_it_the_same():
+    from mlret_plugin.cli.main import build_parser
+    from mlret_plugin.cli.recipe import recipe_of
+    from mlret_plugin.cli.train import steps_of
+    from mlret_plugin.training.recipe import HYBRID_RECIPE, NEUTRAL_RECIPE, recipe_flags
+
+    parser = build_parser()
+    train = parser.parse_args(["train", "--train", "mlqa-r", "--model", "m", "--out", "o"])
+    ratio = parser.parse_args(["experiment", "ratio", "--train", "mlqa-r", "--eval", "xquad-r", "--models", "m",
+                               "--out", "o", *recipe_flags()])
+    for args in (train, ratio):
+        knobs = {**recipe_of(args), "batch_size": args.batch_size}
+        assert {k: v for k, v in knobs.items() if k in HYBRID_RECIPE} == {
+            k: v for k, v in HYBRID_RECIPE.items() if k in knobs}
+    assert train.lr == ratio.learning_rate == HYBRID_RECIPE["learning_rate"]
+    assert train.wise_ft == HYBRID_RECIPE["wise_ft"] and ratio.wise_weights in ([HYBRID_RECIPE["wise_ft"]], None)
+    assert steps_of(train) == {"epochs": 1.0, "max_steps": HYBRID_RECIPE["max_steps"]} == {
+        "epochs": 1.0, "max_steps": ratio.max_steps}
+    assert steps_of(parser.parse_args(["train", "--train", "x", "--model", "m", "--out", "o", "--epochs", "2"])) == {
+        "epochs": 2.0, "max_steps": -1}  # --epochs replaces the recipe's step count
+    plain = parser.parse_args(["experiment", "ratio", "--train", "mlqa-r", "--eval", "xquad-r", "--models", "m",
+                               "--max-steps", "1", "--out", "o"])
+    assert {k: v for k, v in recipe_of(plain).items() if k != "bf16"} == NEUTRAL_RECIPE  # grids keep their meaning
+    with pytest.raises(ValueError, match="unknown knob"):
+        recipe_flags({"dropout": 0.1})

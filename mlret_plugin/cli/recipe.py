@@ -1,6 +1,8 @@
 """The training recipe's knobs on the command line (``mlret train`` and ``mlret experiment ratio``).
 
-Defaults are the recipe chosen on MLQA-R dev (docs/training.md, "The hybrid recipe"); each flag maps to a
+``mlret train`` defaults to the hybrid recipe chosen on MLQA-R dev (``training.recipe.HYBRID_RECIPE``,
+docs/training.md "The hybrid recipe"); ``mlret experiment ratio`` keeps sentence-transformers' plain defaults
+(``training.recipe.NEUTRAL_RECIPE``), so its grids, cached cells and example parts mean what they meant. Each flag maps to a
 ``train_hybrid`` / ``RatioGrid.recipe`` knob of the same name.
 """
 from __future__ import annotations
@@ -8,23 +10,31 @@ from __future__ import annotations
 import argparse
 
 from mlret_plugin.training.losses import LOSSES
+from mlret_plugin.training.recipe import NEUTRAL_RECIPE as NEUTRAL
 
 
-def add_recipe_arguments(parser: argparse.ArgumentParser, loss_choices: tuple[str, ...] = LOSSES[:2]) -> None:
-    parser.add_argument("--loss", choices=loss_choices, default="mnrl",
+def add_recipe_arguments(parser: argparse.ArgumentParser, loss_choices: tuple[str, ...] = LOSSES[:2],
+                         defaults: dict = NEUTRAL) -> None:
+    """The recipe's options, with ``defaults`` (keys of ``NEUTRAL``; switches get a ``--no-`` form)."""
+    d = {**NEUTRAL, **{k: v for k, v in defaults.items() if k in NEUTRAL}}
+    parser.add_argument("--loss", choices=loss_choices, default=d["loss"],
                         help="in-batch negatives (mnrl), or its cached variant (cached-mnrl: the whole --batch-size "
-                             "contrast in mini-batches of --mini-batch-size, bounded memory)")
-    parser.add_argument("--mini-batch-size", type=int, default=32, help="mini-batch of cached-mnrl")
-    parser.add_argument("--hard-negatives", action="store_true",
+                             f"contrast in mini-batches of --mini-batch-size, bounded memory); default {d['loss']}")
+    parser.add_argument("--mini-batch-size", type=int, default=d["mini_batch_size"],
+                        help=f"mini-batch of cached-mnrl (default {d['mini_batch_size']})")
+    parser.add_argument("--hard-negatives", action=argparse.BooleanOptionalAction, default=d["hard_negatives"],
                         help="for dataset ids: each pair also gets another sentence of the answer's paragraph as a "
                              "negative (never a relevant sentence)")
-    parser.add_argument("--freeze-embeddings", action="store_true", help="do not train the word embeddings")
-    parser.add_argument("--distill-weight", type=float, default=0.0,
-                        help="weight of a term keeping embeddings near the untrained model's (0: off)")
-    parser.add_argument("--scale", type=float, default=20.0,
-                        help="inverse temperature of the in-batch softmax (default 20 = sentence-transformers'; "
-                             "e5 was pre-trained at 100, i.e. temperature 0.01)")
-    parser.add_argument("--warmup-ratio", type=float, default=0.1, help="share of the steps spent warming up")
+    parser.add_argument("--freeze-embeddings", action=argparse.BooleanOptionalAction, default=d["freeze_embeddings"],
+                        help="do not train the word embeddings")
+    parser.add_argument("--distill-weight", type=float, default=d["distill_weight"],
+                        help="weight of a term keeping embeddings near the untrained model's (0: off; default "
+                             f"{d['distill_weight']:g})")
+    parser.add_argument("--scale", type=float, default=d["scale"],
+                        help="inverse temperature of the in-batch softmax (sentence-transformers' 20; the E5 paper "
+                             f"trains at 100, temperature 0.01; default {d['scale']:g})")
+    parser.add_argument("--warmup-ratio", type=float, default=d["warmup_ratio"],
+                        help=f"share of the steps spent warming up (default {d['warmup_ratio']:g})")
     parser.add_argument("--bf16", action="store_true",
                         help="train in bf16 mixed precision (the Trainer's bf16=True; AVX512_BF16 / AMX or a GPU)")
 

@@ -16,6 +16,7 @@ from mlret_plugin.cli.backends import add_backend_arguments
 from mlret_plugin.cli.prompts import add_prompt_arguments
 from mlret_plugin.cli.recipe import add_recipe_arguments
 from mlret_plugin.constants import CANDIDATE_KINDS, PASSAGE_FIELDS
+from mlret_plugin.training.recipe import HYBRID_RECIPE as RECIPE
 from mlret_plugin.training.run import LOSSES
 
 
@@ -59,15 +60,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--holdout-articles", type=int, default=0, metavar="K",
                     help="hold out K random articles of the training collection (written to OUT/holdout.json); "
                          "with --eval on the same collection, only their questions are evaluated")
+    # defaults: the hybrid recipe chosen on MLQA-R dev (training.recipe, docs/training.md)
     steps = tr.add_mutually_exclusive_group()
-    steps.add_argument("--epochs", type=float, default=1.0)
-    steps.add_argument("--max-steps", type=int, default=-1)
-    tr.add_argument("--batch-size", type=int, default=32, help="pairs per batch (per process)")
-    tr.add_argument("--lr", type=float, default=2e-5)
-    add_recipe_arguments(tr, loss_choices=LOSSES)
-    tr.add_argument("--wise-ft", type=float, default=1.0, metavar="WEIGHT",
-                    help="WiSE-FT: save and evaluate (1 - WEIGHT) * start + WEIGHT * fine-tuned weights (default 1: "
-                         "the fine-tuned model)")
+    steps.add_argument("--epochs", type=float, default=None,
+                       help=f"passes over the data (instead of the recipe's --max-steps {RECIPE['max_steps']})")
+    steps.add_argument("--max-steps", type=int, default=None,
+                       help=f"optimizer steps (default {RECIPE['max_steps']}, the recipe's)")
+    tr.add_argument("--batch-size", type=int, default=RECIPE["batch_size"],
+                    help=f"pairs per batch (per process): the in-batch contrast (default {RECIPE['batch_size']})")
+    tr.add_argument("--lr", type=float, default=RECIPE["learning_rate"],
+                    help=f"peak learning rate (default {RECIPE['learning_rate']:g})")
+    add_recipe_arguments(tr, loss_choices=LOSSES, defaults=RECIPE)
+    tr.add_argument("--wise-ft", type=float, default=RECIPE["wise_ft"], metavar="WEIGHT",
+                    help="WiSE-FT: save and evaluate (1 - WEIGHT) * start + WEIGHT * fine-tuned weights (1: "
+                         f"the fine-tuned model; default {RECIPE['wise_ft']:g})")
     tr.add_argument("--article-split", action="store_true",
                     help="for dataset ids: split --train by article into train / dev / test (seeded by --split-seed); "
                          "only train articles are trained on; --eval on the same collection evaluates --eval-part")
@@ -115,6 +121,13 @@ def attention_choice(args: argparse.Namespace):
         return SparsityConfig(kind=kind, **options, **extra), backend
     except (TypeError, ValueError) as e:
         raise ValueError(f"--attention {kind} with options {dict(options, **extra)}: {e}") from None
+
+
+def steps_of(args: argparse.Namespace) -> dict:
+    """``epochs`` / ``max_steps`` of ``train_hybrid``: --epochs when given, else --max-steps or the recipe's."""
+    if args.epochs is not None:
+        return {"epochs": args.epochs, "max_steps": -1}
+    return {"epochs": 1.0, "max_steps": RECIPE["max_steps"] if args.max_steps is None else args.max_steps}
 
 
 def check_args(args: argparse.Namespace):
@@ -227,8 +240,8 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     try:
         saved = train_hybrid(
-            model, data, out, alpha=args.alpha, batch_size=args.batch_size, epochs=args.epochs,
-            max_steps=args.max_steps, languages=args.languages, language_sampling=args.language_sampling,
+            model, data, out, alpha=args.alpha, batch_size=args.batch_size, **steps_of(args),
+            languages=args.languages, language_sampling=args.language_sampling,
             seed=args.seed, learning_rate=args.lr, warmup_ratio=args.warmup_ratio, save_steps=args.save_steps,
             resume=args.resume, loss=args.loss, mini_batch_size=args.mini_batch_size,
             query_prompt=args.query_prompt, passage_prompt=args.passage_prompt, bf16=args.bf16,

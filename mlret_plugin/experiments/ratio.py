@@ -43,6 +43,7 @@ from typing import Sequence
 from mlret_plugin.constants import CANDIDATE_KINDS, LAREQA_MEASURES
 from mlret_plugin.experiments.cache import CellCache, cell_key
 from mlret_plugin.experiments.significance import save_per_query
+from mlret_plugin.training.recipe import NEUTRAL_RECIPE
 
 MEASURES = LAREQA_MEASURES
 
@@ -269,8 +270,7 @@ def check_seed_list(seeds: Sequence[int]) -> list[int]:
     return seeds
 
 
-RECIPE_DEFAULTS = {"loss": "mnrl", "mini_batch_size": 32, "hard_negatives": False, "freeze_embeddings": False,
-                   "distill_weight": 0.0, "warmup_ratio": 0.1, "scale": 20.0, "bf16": False}
+RECIPE_DEFAULTS = {**NEUTRAL_RECIPE, "bf16": False}  # a cell's key holds only the knobs that differ
 
 
 def check_recipe(recipe: dict) -> dict:
