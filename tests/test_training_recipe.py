@@ -147,14 +147,19 @@ def test_hard_negatives_are_never_relevant_to_their_query(lareqa_home):
 
 @pytest.mark.slow  # trains and evaluates a whole run: CI, not the fast loop
 def test_a_recipe_search_grid_trains_on_train_articles_and_evaluates_dev_at_each_wise_weight(home6, tmp_path):
+    """As the real search runs it: evaluation in torch bf16, whose wrapper renames the weights between WiSE cells."""
+    from mlret_plugin.encoding.backends import cpu_has_bf16
     from mlret_plugin.experiments.ratio import build_ratio_grid, run_ratio_grid
     from mlret_plugin.training.splits import article_split, held_out_groups
+
+    if not cpu_has_bf16():
+        pytest.skip("torch bf16 evaluation needs AVX512_BF16 / AMX")
 
     model = str(tiny_model_dir("bert", tmp_path))
     grid = build_ratio_grid("mlqa-r", None, [model], alphas=[0.5], max_steps=2, out=tmp_path / "search", seeds=[0],
                             baseline="untrained", batch_size=2, split="dev",
                             recipe={"loss": "cached-mnrl", "mini_batch_size": 1, "freeze_embeddings": True},
-                            wise_weights=[1, 0.5])
+                            wise_weights=[1, 0.5], precision="bf16")
     split = article_split("mlqa-r")
     trained_groups = set(grid.train_data.with_format(None)["group_id"][:-1])  # the marker row excluded
     assert not trained_groups & held_out_groups("mlqa-r", set(split.dev + split.test))

@@ -418,6 +418,19 @@ def runtime_of(model) -> dict | None:
     return getattr(getattr(module, "model", None), "runtime", None)
 
 
+def remove_autocast(model):
+    """Undo ``apply_backend(model, "torch", "bf16")`` in place (its weights were never changed); returns the model.
+    Needed before anything that reads or writes the weights by name (WiSE-FT, load_state_dict): the wrapper adds
+    a level to every name. Exported backends hold no torch weights: an error."""
+    runtime = runtime_of(model)
+    if runtime is None:
+        return model
+    if not isinstance(model[0].model, AutocastModel):
+        raise BackendError(f"the model runs on {runtime}, whose weights are not torch's; load it again instead")
+    model[0].model = model[0].model.inner
+    return model
+
+
 def variant_of(model) -> tuple[str, str]:
     """(backend, precision) that ``model`` encodes with: its runtime's, else torch fp32."""
     runtime = runtime_of(model) or {"backend": "torch", "precision": "fp32"}
@@ -467,4 +480,4 @@ def apply_backend(model, backend: str = "torch", precision: str = "fp32", cache_
 __all__ = ["AUTO", "BACKENDS", "BY_SPEED", "FAITHFUL", "PRECISIONS", "AutocastModel", "BackendError", "CorruptExport",
            "ExportedModel", "OnnxModel", "OpenVinoModel", "RuntimeModel", "apply_backend", "build_export", "check_backend",
            "choose_variant", "cpu_has_bf16", "export_key", "exports_dir", "has_sparse_pattern", "resolve_variant",
-           "runtime_of", "variant_of"]
+           "remove_autocast", "runtime_of", "variant_of"]

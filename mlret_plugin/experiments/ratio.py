@@ -453,6 +453,7 @@ def _run_training(grid: RatioGrid, spec: ModelSpec, alpha: float | None, seed: i
     from mlret_plugin.evaluation.dense import DenseRetriever
     from mlret_plugin.evaluation.lareqa import run_lareqa
     from mlret_plugin.experiments.finetune import finetune
+    from mlret_plugin.encoding.backends import remove_autocast
     from mlret_plugin.training.wise import interpolate, snapshot
 
     bar.set_postfix_str(f"{spec.label} alpha={'untrained' if alpha is None else alpha}"
@@ -470,6 +471,7 @@ def _run_training(grid: RatioGrid, spec: ModelSpec, alpha: float | None, seed: i
     for wise in weights:
         begin = time.perf_counter()
         if initial is not None:  # from the fine-tuned weights, every time: interpolations do not compound
+            remove_autocast(model)  # the last evaluation's bf16 wrapper renames every weight
             model.load_state_dict(finetuned, strict=False)
             interpolate(model, initial, 1.0 if wise is None else wise)
         params = grid.params(spec, alpha, seed, wise)
