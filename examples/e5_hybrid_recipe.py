@@ -65,13 +65,13 @@ PARTS += [Part(f"final-a{alpha}-s{seed}", "hybrid-recipe/final",
                "30", model_flag="--models")
           for alpha in ("0", "0.5", "1") for seed in (0, 1, 2)]
 
-# The whole pipeline on a tiny budget: the first layer of the model, 2 steps of 8 pairs, a two-cell search on
-# dev, one training per alpha evaluated on XQuAD-R and MLQA-R test; every evaluation over de + es only (the two
-# smallest languages both collections have); the same outputs as the real parts.
+# The whole pipeline on a tiny budget: the first layer of the model, 2 steps of 8 pairs, a search on dev (two
+# recipes, one at two WiSE-FT weights), one training per alpha evaluated on XQuAD-R and MLQA-R test; every
+# evaluation over de + es only (the two smallest languages both collections have); the real parts' outputs.
 TINY = ("--batch-size", "8", "--loss", "cached-mnrl", "--mini-batch-size", "4", "--max-steps", "2",
         "--eval-langs", "de,es")
 SMOKE = [Part("smoke-search-short", "hybrid-recipe-smoke/search",
-              (*SEARCH, *TINY, "--models", "{model}:layers=1"), "1", model_flag="--models"),
+              (*SEARCH, *TINY, "--wise-weights", "1,0.5", "--models", "{model}:layers=1"), "1", model_flag="--models"),
          Part("smoke-search-frozen", "hybrid-recipe-smoke/search",
               (*SEARCH, *TINY, "--freeze-embeddings", "--models", "{model}:layers=1"), "1", model_flag="--models"),
          Part("smoke-final", "hybrid-recipe-smoke/final",
