@@ -109,15 +109,21 @@ def summary(out: str) -> int:
             base = line
         minutes = (cell["info"].get("train_seconds", 0) + cell["info"].get("eval_seconds", 0)) / 60
         body.append((recipe_name(cell["params"]), line, minutes))
-    rows = []
+    rows, worst = [], {}
     for name, line, minutes in body:
-        delta = [f"{v - b:+.4f}" if v is not None and b is not None else "-" for v, b in zip(line[:3], base or [None] * 3)]
-        rows.append([name] + [f"{v:.4f}" if v is not None else "-" for v in line[:3]] + [f"{line[3]:.1f}"] + delta
+        deltas = [v - b for v, b in zip(line[:3], base)] if base and None not in line[:3] else None
+        if deltas and name != "untrained":
+            worst[name] = min(deltas)
+        rows.append([name] + [f"{v:.4f}" if v is not None else "-" for v in line[:3]] + [f"{line[3]:.1f}"]
+                    + ([f"{d:+.4f}" for d in deltas] + [f"{min(deltas):+.4f}"] if deltas else ["-"] * 4)
                     + [f"{minutes:.0f}"])
     table = markdown_table(["recipe (alpha 0.5, seed 0)", "Mono AP", "Cross AP", "Multi AP", "MaxRankDist",
-                            "ΔMono", "ΔCross", "ΔMulti", "minutes"], rows)
+                            "ΔMono", "ΔCross", "ΔMulti", "worst Δ", "minutes"], rows)
+    chosen = max(worst, key=worst.get) if worst else None
     text = (f"# Recipe search on MLQA-R dev\n\nDev questions against every MLQA-R candidate, sentence candidates; Δ = "
-            f"recipe - untrained. One seed per recipe: this table chooses the recipe; the final grid tests it.\n\n{table}\n")
+            f"recipe - untrained; minutes: training + that cell's evaluation. One seed per recipe: this table chooses "
+            f"the recipe; the final grid tests it.\n\n{table}\n\nRule: the recipe whose worst Δ over Mono, Cross and "
+            f"Multi is largest (a recipe that lifts every setting). Chosen: **{chosen or '-'}**.\n")
     atomic_write_text(os.path.join(folder, "summary.md"), text)
     print(text)
     return 0
