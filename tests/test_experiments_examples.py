@@ -60,3 +60,27 @@ def test_parts_run_in_the_order_given(monkeypatch, capsys):
     assert e5_parts.run_parts(module.PARTS, "x", [f"--part={n}" for n in names] + ["--out", "O"]) == 0
     order = [line.split(":")[0].removeprefix("part ") for line in capsys.readouterr().err.splitlines()]
     assert order == ["search-b64-wise", "search-untrained"] and len(ran) == 2  # as given, each once
+
+
+def test_the_recipe_summary_chooses_the_recipe_with_the_largest_worst_delta(tmp_path, capsys):
+    import json
+
+    module = _load("e5_hybrid_recipe")
+    folder = tmp_path / "hybrid-recipe" / "search"
+    folder.mkdir(parents=True)
+
+    def cell(params, mono, cross, multi):
+        rows = [{"breakdown": "summary", "setting": s, "measure": "AP", "value": v}
+                for s, v in (("mono", mono), ("cross", cross), ("multi", multi))]
+        rows.append({"breakdown": "summary", "setting": "multi", "measure": "MaxRankDist", "value": 500.0})
+        return {"params": params, "rows": rows, "info": {"train_seconds": 60, "eval_seconds": 60}}
+
+    trained = {"alpha": 0.5, "batch_size": 64, "max_steps": 100, "lr": 2e-5}
+    cells = [cell({"alpha": None}, .60, .40, .30),
+             cell({**trained, "recipe": {"loss": "cached-mnrl"}}, .58, .55, .50),  # big gains, loses Mono
+             cell({**trained, "wise": 0.5}, .61, .45, .35)]  # small gains everywhere
+    (folder / "cells.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cells))
+    assert module.summary(str(tmp_path)) == 0
+    text = (folder / "summary.md").read_text()
+    assert "Chosen: **batch 64, 100 steps, lr 2e-05, WiSE 0.5**" in text
+    assert "| -0.0200 |" in text  # the cached-mnrl recipe's worst Δ (Mono)
