@@ -14,7 +14,7 @@ questions), dev 90 (230), test 84 (230, 20%). Dev and test never reach training.
 
 Training runs in bf16 (the Trainer's own mixed precision) and evaluation in torch bf16 (autocast), both
 measured faithful enough on this CPU (docs/encoding.md, docs/training.md). Minutes (``--list``) are wall times
-on 2 CPU cores.
+on 2 CPU cores: measured for the parts that have run (docs/training.md), estimated for the others.
 
     python examples/e5_hybrid_recipe.py --list
     python examples/e5_hybrid_recipe.py --part search-untrained --part search-b64
@@ -36,8 +36,8 @@ BASE = ("ratio", "--train", "mlqa-r", "--candidates", "sentence", "--precision",
 SEARCH = (*BASE, "--eval", "none", "--split", "dev", "--alphas", "0.5", "--seeds", "0", "--baseline", "untrained")
 B64 = ("--batch-size", "64", "--loss", "cached-mnrl", "--mini-batch-size", "32", "--max-steps", "100",
        "--learning-rate", "2e-5")
-RECIPES = {  # part -> (recipe arguments, minutes)
-    "short": (("--batch-size", "16", "--max-steps", "100", "--learning-rate", "2e-5"), "10"),
+RECIPES = {  # part -> (recipe arguments, minutes: measured for untrained, short, b64-wise, b64-scale100; else estimated)
+    "short": (("--batch-size", "16", "--max-steps", "100", "--learning-rate", "2e-5"), "6"),
     "b64": (B64, "20"),
     "b128": (("--batch-size", "128", "--loss", "cached-mnrl", "--mini-batch-size", "32", "--max-steps", "60",
               "--learning-rate", "2e-5"), "25"),
@@ -46,15 +46,16 @@ RECIPES = {  # part -> (recipe arguments, minutes)
     "b64-hard-negatives": ((*B64, "--hard-negatives"), "25"),
     "b64-frozen-embeddings": ((*B64, "--freeze-embeddings"), "20"),
     "b64-distill": ((*B64, "--distill-weight", "5"), "25"),
-    "b64-wise": ((*B64, "--wise-weights", "1,0.75,0.5,0.25"), "30"),
+    "b64-wise": ((*B64, "--wise-weights", "1,0.75,0.5,0.25"), "27"),
     "b64-scale100": ((*B64, "--scale", "100"), "20"),  # e5's own temperature, 0.01
+    "b64-scale100-wise": ((*B64, "--scale", "100", "--wise-weights", "1,0.75"), "24"),  # WiSE on the best so far
 }
 FINAL = recipe_flags(HYBRID_RECIPE)  # chosen from the search: mlret train's defaults too (training.recipe)
 FINAL_COMMON = (*BASE, "--eval", "xquad-r", "--split", "test", "--baseline", "0.5", *FINAL)
 
 PARTS = [Part("search-untrained", "hybrid-recipe/search",
               (*BASE, "--eval", "none", "--split", "dev", "--alphas", "0.5", "--models", "{model}", "--only-untrained"),
-              "6", model_flag="--models")]
+              "5", model_flag="--models")]
 PARTS += [Part(f"search-{name}", "hybrid-recipe/search", (*SEARCH, *args, "--models", "{model}"), minutes,
                model_flag="--models") for name, (args, minutes) in RECIPES.items()]
 PARTS += [Part("final-untrained", "hybrid-recipe/final",
@@ -62,7 +63,7 @@ PARTS += [Part("final-untrained", "hybrid-recipe/final",
                model_flag="--models")]
 PARTS += [Part(f"final-a{alpha}-s{seed}", "hybrid-recipe/final",
                (*FINAL_COMMON, "--alphas", alpha, "--seeds", str(seed), "--no-untrained", "--models", "{model}"),
-               "30", model_flag="--models")
+               "25", model_flag="--models")
           for alpha in ("0", "0.5", "1") for seed in (0, 1, 2)]
 
 # The whole pipeline on a tiny budget: the first layer of the model, 2 steps of 8 pairs, a search on dev (two
