@@ -227,11 +227,11 @@ def test_the_cached_loss_replays_its_mini_batches_under_the_forward_autocast(tmp
 def test_mlret_train_defaults_are_the_hybrid_recipe_and_the_grid_spells_it_the_same():
     from mlret_plugin.cli.main import build_parser
     from mlret_plugin.cli.recipe import recipe_of
-    from mlret_plugin.cli.train import steps_of
+    from mlret_plugin.cli.train import PLAIN, fill_defaults, steps_of
     from mlret_plugin.training.recipe import HYBRID_RECIPE, NEUTRAL_RECIPE, recipe_flags
 
     parser = build_parser()
-    train = parser.parse_args(["train", "--train", "mlqa-r", "--model", "m", "--out", "o"])
+    train = fill_defaults(parser.parse_args(["train", "--train", "mlqa-r", "--model", "m", "--out", "o"]), images=False)
     ratio = parser.parse_args(["experiment", "ratio", "--train", "mlqa-r", "--eval", "xquad-r", "--models", "m",
                                "--out", "o", *recipe_flags()])
     for args in (train, ratio):
@@ -247,5 +247,12 @@ def test_mlret_train_defaults_are_the_hybrid_recipe_and_the_grid_spells_it_the_s
     plain = parser.parse_args(["experiment", "ratio", "--train", "mlqa-r", "--eval", "xquad-r", "--models", "m",
                                "--max-steps", "1", "--out", "o"])
     assert {k: v for k, v in recipe_of(plain).items() if k != "bf16"} == NEUTRAL_RECIPE  # grids keep their meaning
+    # image-text rows: the recipe was chosen for text retrieval, so they keep the plain defaults (one epoch)
+    images = fill_defaults(parser.parse_args(["train", "--train", "x", "--model", "m", "--out", "o"]), images=True)
+    assert (images.scale, images.wise_ft, images.batch_size, images.loss) == (
+        PLAIN["scale"], 1.0, 32, "mnrl") and steps_of(images, images=True) == {"epochs": 1.0, "max_steps": -1}
+    given = fill_defaults(parser.parse_args(["train", "--train", "x", "--model", "m", "--out", "o", "--scale", "7"]),
+                          images=True)
+    assert given.scale == 7  # what the command line says always wins
     with pytest.raises(ValueError, match="unknown knob"):
         recipe_flags({"dropout": 0.1})

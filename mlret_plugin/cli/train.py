@@ -17,6 +17,7 @@ from mlret_plugin.cli.prompts import add_prompt_arguments
 from mlret_plugin.cli.recipe import add_recipe_arguments
 from mlret_plugin.constants import CANDIDATE_KINDS, PASSAGE_FIELDS
 from mlret_plugin.training.recipe import HYBRID_RECIPE as RECIPE
+from mlret_plugin.training.recipe import NEUTRAL_RECIPE
 from mlret_plugin.training.run import LOSSES
 
 
@@ -74,6 +75,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--wise-ft", type=float, default=RECIPE["wise_ft"], metavar="WEIGHT",
                     help="WiSE-FT: save and evaluate (1 - WEIGHT) * start + WEIGHT * fine-tuned weights (1: "
                          f"the fine-tuned model; default {RECIPE['wise_ft']:g})")
+    # unset knobs are filled after the data is read: the recipe for text, plain defaults for image-text rows
+    tr.set_defaults(**{dest: None for dest in _KNOBS})
     tr.add_argument("--article-split", action="store_true",
                     help="for dataset ids: split --train by article into train / dev / test (seeded by --split-seed); "
                          "only train articles are trained on; --eval on the same collection evaluates --eval-part")
@@ -123,11 +126,30 @@ def attention_choice(args: argparse.Namespace):
         raise ValueError(f"--attention {kind} with options {dict(options, **extra)}: {e}") from None
 
 
-def steps_of(args: argparse.Namespace) -> dict:
-    """``epochs`` / ``max_steps`` of ``train_hybrid``: --epochs when given, else --max-steps or the recipe's."""
+# argument dest -> recipe key; the recipe was chosen for text retrieval, so image-text rows get PLAIN instead
+_KNOBS = {"batch_size": "batch_size", "lr": "learning_rate", "loss": "loss", "mini_batch_size": "mini_batch_size",
+          "scale": "scale", "warmup_ratio": "warmup_ratio", "distill_weight": "distill_weight",
+          "hard_negatives": "hard_negatives", "freeze_embeddings": "freeze_embeddings", "wise_ft": "wise_ft"}
+PLAIN = {**NEUTRAL_RECIPE, "batch_size": 32, "learning_rate": 2e-5, "wise_ft": 1.0}
+
+
+def fill_defaults(args: argparse.Namespace, images: bool) -> argparse.Namespace:
+    """Knobs not given on the command line: the hybrid recipe's for text, ``PLAIN`` for image-text rows."""
+    base = PLAIN if images else RECIPE
+    for dest, key in _KNOBS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, base[key])
+    return args
+
+
+def steps_of(args: argparse.Namespace, images: bool = False) -> dict:
+    """``epochs`` / ``max_steps`` of ``train_hybrid``: --epochs when given, else --max-steps, else the recipe's
+    steps (text) or one epoch (image-text rows)."""
     if args.epochs is not None:
         return {"epochs": args.epochs, "max_steps": -1}
-    return {"epochs": 1.0, "max_steps": RECIPE["max_steps"] if args.max_steps is None else args.max_steps}
+    if args.max_steps is None:
+        return {"epochs": 1.0, "max_steps": -1 if images else RECIPE["max_steps"]}
+    return {"epochs": 1.0, "max_steps": args.max_steps}
 
 
 def check_args(args: argparse.Namespace):
@@ -137,7 +159,7 @@ def check_args(args: argparse.Namespace):
 
     if not 0.0 <= args.alpha <= 1.0:
         raise ValueError(f"--alpha {args.alpha}: expected a probability in [0, 1]")
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size {args.batch_size}: expected >= 1")
     from mlret_plugin.encoding.backends import check_backend, choose_variant
 
@@ -154,9 +176,9 @@ def check_args(args: argparse.Namespace):
         raise ValueError("--article-split needs --train to be a dataset id, and replaces --holdout-articles")
     if args.hard_negatives and train_subset is None:
         raise ValueError("--hard-negatives needs --train to be a dataset id (negatives are the answer's paragraph)")
-    if not args.scale > 0:
+    if args.scale is not None and not args.scale > 0:
         raise ValueError(f"--scale {args.scale}: expected > 0 (the loss's inverse temperature, e.g. 20)")
-    if not 0 <= args.wise_ft <= 1:
+    if args.wise_ft is not None and not 0 <= args.wise_ft <= 1:
         raise ValueError(f"--wise-ft {args.wise_ft}: expected a weight in [0, 1]")
     if args.lock_text and args.image_tower is None:
         raise ValueError("--lock-text applies to the new dual encoder of --image-tower DIM")
@@ -213,10 +235,13 @@ def run_train(args: argparse.Namespace) -> int:
         from mlret_plugin.atomic import atomic_write_text
 
         atomic_write_text(out / "holdout.json", json.dumps(record) + "\n")
+    # hard negatives come from a dataset id's paragraphs: the recipe's value only applies there
+    hard_negatives = args.hard_negatives if args.hard_negatives is not None else (
+        RECIPE["hard_negatives"] and train_subset is not None)
     try:
         data = load_parallel(args.train, passage_field=args.passage, languages=args.languages,
                              exclude_articles=set(held_out) if held_out else None,
-                             **({"hard_negatives": True} if args.hard_negatives else {}))
+                             **({"hard_negatives": True} if hard_negatives else {}))
     except (ValueError, FileNotFoundError) as e:
         print(f"mlret train: {e}", file=sys.stderr)
         return 2
@@ -224,6 +249,8 @@ def run_train(args: argparse.Namespace) -> int:
     from mlret_plugin.training.image_data import is_image_dataset
 
     images = is_image_dataset(data)
+    fill_defaults(args, images)
+    args.hard_negatives = hard_negatives
     if images and eval_subset is not None:
         print(f"mlret train: --eval {args.eval}: image-text training is evaluated on a JSONL file of held-out "
               "image-text rows, not on a text collection", file=sys.stderr)
@@ -240,7 +267,7 @@ def run_train(args: argparse.Namespace) -> int:
         return 2
     try:
         saved = train_hybrid(
-            model, data, out, alpha=args.alpha, batch_size=args.batch_size, **steps_of(args),
+            model, data, out, alpha=args.alpha, batch_size=args.batch_size, **steps_of(args, images),
             languages=args.languages, language_sampling=args.language_sampling,
             seed=args.seed, learning_rate=args.lr, warmup_ratio=args.warmup_ratio, save_steps=args.save_steps,
             resume=args.resume, loss=args.loss, mini_batch_size=args.mini_batch_size,
