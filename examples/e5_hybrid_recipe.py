@@ -36,7 +36,7 @@ BASE = ("ratio", "--train", "mlqa-r", "--candidates", "sentence", "--precision",
 SEARCH = (*BASE, "--eval", "none", "--split", "dev", "--alphas", "0.5", "--seeds", "0", "--baseline", "untrained")
 B64 = ("--batch-size", "64", "--loss", "cached-mnrl", "--mini-batch-size", "32", "--max-steps", "100",
        "--learning-rate", "2e-5")
-RECIPES = {  # part -> (recipe arguments, minutes: measured for untrained, short, b64-wise, b64-scale100; else estimated)
+RECIPES = {  # part -> (recipe arguments, minutes: measured where the part has run; else estimated)
     "short": (("--batch-size", "16", "--max-steps", "100", "--learning-rate", "2e-5"), "6"),
     "b64": (B64, "20"),
     "b128": (("--batch-size", "128", "--loss", "cached-mnrl", "--mini-batch-size", "32", "--max-steps", "60",
@@ -59,7 +59,7 @@ PARTS = [Part("search-untrained", "hybrid-recipe/search",
 PARTS += [Part(f"search-{name}", "hybrid-recipe/search", (*SEARCH, *args, "--models", "{model}"), minutes,
                model_flag="--models") for name, (args, minutes) in RECIPES.items()]
 PARTS += [Part("final-untrained", "hybrid-recipe/final",
-               (*FINAL_COMMON, "--alphas", "0,0.5,1", "--models", "{model}", "--only-untrained"), "12",
+               (*FINAL_COMMON, "--alphas", "0,0.5,1", "--models", "{model}", "--only-untrained"), "5",
                model_flag="--models")]
 PARTS += [Part(f"final-a{alpha}-s{seed}", "hybrid-recipe/final",
                (*FINAL_COMMON, "--alphas", alpha, "--seeds", str(seed), "--no-untrained", "--models", "{model}"),
