@@ -236,12 +236,12 @@ def run_train(args: argparse.Namespace) -> int:
 
         atomic_write_text(out / "holdout.json", json.dumps(record) + "\n")
     # hard negatives come from a dataset id's paragraphs: the recipe's value only applies there
-    hard_negatives = args.hard_negatives if args.hard_negatives is not None else (
-        RECIPE["hard_negatives"] and train_subset is not None)
+    if args.hard_negatives is None:
+        args.hard_negatives = RECIPE["hard_negatives"] and train_subset is not None
     try:
         data = load_parallel(args.train, passage_field=args.passage, languages=args.languages,
                              exclude_articles=set(held_out) if held_out else None,
-                             **({"hard_negatives": True} if hard_negatives else {}))
+                             **({"hard_negatives": True} if args.hard_negatives else {}))
     except (ValueError, FileNotFoundError) as e:
         print(f"mlret train: {e}", file=sys.stderr)
         return 2
@@ -250,7 +250,6 @@ def run_train(args: argparse.Namespace) -> int:
 
     images = is_image_dataset(data)
     fill_defaults(args, images)
-    args.hard_negatives = hard_negatives
     if images and eval_subset is not None:
         print(f"mlret train: --eval {args.eval}: image-text training is evaluated on a JSONL file of held-out "
               "image-text rows, not on a text collection", file=sys.stderr)
