@@ -58,8 +58,10 @@ def run_parts(parts: list[Part], description: str, argv: list[str] | None = None
         start = time.perf_counter()
         code = main(command(part, args.model, args.out))
         seconds = time.perf_counter() - start
+        if code:  # the parts after it are not run: a chain stops at its first failure, and says so
+            print(f"part {part.name}: FAILED (exit {code}); not run: {[p.name for p in chosen[chosen.index(part) + 1:]]}",
+                  file=sys.stderr)
+            return code
         print(f"part {part.name}: {seconds:.0f} s wall ({seconds / 60:.1f} min; listed ~{part.minutes} min), "
               f"report in {os.path.join(args.out, part.folder, 'report.md')}", file=sys.stderr)
-        if code:
-            return code
     return 0

@@ -62,6 +62,19 @@ def test_parts_run_in_the_order_given(monkeypatch, capsys):
     assert order == ["search-b64-wise", "search-untrained"] and len(ran) == 2  # as given, each once
 
 
+def test_a_chain_of_parts_stops_at_its_first_failure_and_names_what_it_skipped(monkeypatch, capsys):
+    import e5_parts
+
+    module = _load("e5_hybrid_recipe")
+    ran = []
+    monkeypatch.setattr("mlret_plugin.cli.main.main", lambda argv: ran.append(argv) or (2 if len(ran) == 2 else 0))
+    names = ["final-a0.5-s0", "final-a0-s0", "final-a1-s0"]
+    assert e5_parts.run_parts(module.PARTS, "x", [f"--part={n}" for n in names] + ["--out", "O"]) == 2
+    err = capsys.readouterr().err
+    assert len(ran) == 2 and "part final-a0-s0: FAILED (exit 2); not run: ['final-a1-s0']" in err
+    assert "final-a0-s0: 0 s wall" not in err  # a failure is not reported as a finished part
+
+
 def test_the_recipe_summary_chooses_the_recipe_with_the_largest_worst_delta(tmp_path, capsys):
     import json
 

@@ -84,6 +84,29 @@ def test_every_alpha_is_tested_against_the_baseline_alpha(ratio_run):
             assert r["n_queries"] > 0
 
 
+def test_one_alpha_per_command_is_tested_against_a_baseline_finished_by_another(ratio_run, lareqa_home, tmp_path):
+    """The recipe example runs one alpha and seed per command, all sharing --out: --alphas 0 --baseline 1 is
+    accepted once alpha 1's cells are finished there, and its report tests alpha 0 against them."""
+    import shutil
+
+    from mlret_plugin.experiments.ratio import build_ratio_grid, model_spec, run_ratio_grid
+
+    out, model = tmp_path / "out", ratio_run[4]
+    shutil.copytree(ratio_run[0], out)
+
+    def grid(baseline):
+        return build_ratio_grid("mlqa-r", "xquad-r", [model_spec(model, layers=1), model], alphas=[0],
+                                max_steps=2, out=out, eval_langs=["en", "de"], seeds=[0, 1], baseline=baseline,
+                                batch_size=2, learning_rate=0.01)
+
+    with pytest.raises(ValueError, match="not among the alphas 0, nor finished in out"):
+        grid(0.5)
+    run_ratio_grid(grid(1), progress=False)  # every cell is cached: only the report is rewritten
+    summary = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    tested = [r for r in summary if r["breakdown"] == "summary" and r["measure"] == "AP" and r["alpha"] == 0.0]
+    assert tested and all(r["baseline"] == "alpha 1" and 0 < r["p_value"] <= 1 for r in tested)
+
+
 def test_sizes_are_truncations_with_their_parameter_counts(ratio_run):
     _, rows, summary, _, _ = ratio_run
     params = {r["model"]: r["params"] for r in rows}

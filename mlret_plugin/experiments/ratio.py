@@ -314,8 +314,11 @@ def parse_seed_list(text: str) -> list[int]:
         raise ValueError(f"seeds {text!r}: expected distinct comma-separated integers, e.g. 0,1,2") from None
 
 
-def check_baseline(baseline: float | str | None, alphas: list[float], include_untrained: bool) -> float | None:
-    """The alpha every other alpha is tested against, or None for the untrained model (``"untrained"``)."""
+def check_baseline(baseline: float | str | None, alphas: list[float], include_untrained: bool,
+                   finished: Sequence[float] = ()) -> float | None:
+    """The alpha every other alpha is tested against, or None for the untrained model (``"untrained"``).
+    ``finished``: alphas whose cells another command sharing ``out`` (same evaluation and recipe) has
+    already finished; a baseline among them need not be trained again, so one alpha per command works."""
     if baseline is None or baseline == "untrained":
         if not include_untrained:
             raise ValueError("baseline='untrained' needs the untrained cells; set include_untrained=True")
@@ -324,9 +327,10 @@ def check_baseline(baseline: float | str | None, alphas: list[float], include_un
         value = float(baseline)
     except (TypeError, ValueError):
         raise ValueError(f"baseline {baseline!r}: expected one of the alphas or 'untrained'") from None
-    if value not in alphas:
-        raise ValueError(f"baseline {baseline}: not among the alphas {', '.join(f'{a:g}' for a in alphas)}; add it "
-                         "there, or pass baseline='untrained' / another alpha")
+    if value not in alphas and value not in finished:
+        raise ValueError(f"baseline {baseline}: not among the alphas {', '.join(f'{a:g}' for a in alphas)}, nor "
+                         "finished in out by a command with the same evaluation and recipe; add it to the alphas, "
+                         "run its cells first, or pass baseline='untrained' / another alpha")
     return value
 
 
@@ -375,7 +379,6 @@ def build_ratio_grid(train: str, eval_collection: str | None, models: Sequence[M
                      seeds=check_seed_list(seeds), embedding_cache=cache, **options)
     if grid.only_untrained and not grid.include_untrained:
         raise ValueError("only_untrained and include_untrained=False exclude each other")
-    grid.baseline = check_baseline(baseline, grid.alphas, grid.include_untrained)
     grid._langs = check_langs(eval_collection, langs) if eval_collection else ()
     grid.recipe = check_recipe(grid.recipe)
     grid.wise_weights = check_wise_weights(grid.wise_weights)
@@ -412,6 +415,8 @@ def build_ratio_grid(train: str, eval_collection: str | None, models: Sequence[M
                              f"evaluated too; expected some of {list(own)}")
     if not grid.evaluations():
         raise ValueError("nothing to evaluate: give eval_collection, split or holdout_articles")
+    finished = {c["params"].get("alpha") for c in CellCache(grid.out / "cells.jsonl").cells() if grid.joins(c["params"])}
+    grid.baseline = check_baseline(baseline, grid.alphas, grid.include_untrained, sorted(finished - {None}))
     from mlret_plugin.experiments.finetune import check_batches, load_train_data
 
     grid.train_data = load_train_data(grid.train, passage_field=grid.passage_field,
