@@ -97,7 +97,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ra.add_argument("--seeds", type=types.integers, default="0,1,2",
                     help="training seeds (default 0,1,2); one per command to split a grid over commands sharing --out")
     ra.add_argument("--baseline", type=types.baseline, default="0.5",
-                    help="the alpha every other alpha is tested against (default 0.5), or 'untrained'")
+                    help="the alpha every other alpha is tested against (default 0.5), or 'untrained'; an alpha "
+                         "outside --alphas when another command sharing --out has finished its cells")
     ra.add_argument("--holdout-articles", type=int, default=0, metavar="K",
                     help="hold K seeded articles of --train out of training and also evaluate on their questions")
     ra.add_argument("--holdout-seed", type=int, default=0, help="seed of the held-out article draw")
