@@ -51,7 +51,8 @@ RECIPES = {  # part -> (recipe arguments, minutes: measured where the part has r
     "b64-scale100-wise": ((*B64, "--scale", "100", "--wise-weights", "1,0.75"), "24"),  # WiSE on the best so far
 }
 FINAL = recipe_flags(HYBRID_RECIPE)  # chosen from the search: mlret train's defaults too (training.recipe)
-FINAL_COMMON = (*BASE, "--eval", "xquad-r", "--split", "test", "--baseline", "0.5", *FINAL)
+# one alpha and seed per part, all in one --out: each tested against hybrid (0.5) and against the untrained model
+FINAL_COMMON = (*BASE, "--eval", "xquad-r", "--split", "test", "--baseline", "0.5", "--test-untrained", *FINAL)
 
 PARTS = [Part("search-untrained", "hybrid-recipe/search",
               (*BASE, "--eval", "none", "--split", "dev", "--alphas", "0.5", "--models", "{model}", "--only-untrained"),
@@ -63,21 +64,26 @@ PARTS += [Part("final-untrained", "hybrid-recipe/final",
                model_flag="--models")]
 PARTS += [Part(f"final-a{alpha}-s{seed}", "hybrid-recipe/final",
                (*FINAL_COMMON, "--alphas", alpha, "--seeds", str(seed), "--no-untrained", "--models", "{model}"),
-               "25", model_flag="--models")
+               "20", model_flag="--models")
           for alpha in ("0", "0.5", "1") for seed in (0, 1, 2)]
 
 # The whole pipeline on a tiny budget: the first layer of the model, 2 steps of 8 pairs, a search on dev (two
-# recipes, one at two WiSE-FT weights), one training per alpha evaluated on XQuAD-R and MLQA-R test; every
-# evaluation over de + es only (the two smallest languages both collections have); the real parts' outputs.
+# recipes, one at two WiSE-FT weights), one training per alpha evaluated on XQuAD-R and MLQA-R test (alpha 0.5
+# first, then 0 and 1 in a second command, as the final parts split it); every evaluation over de + es only (the
+# two smallest languages both collections have); the real parts' outputs.
 TINY = ("--batch-size", "8", "--loss", "cached-mnrl", "--mini-batch-size", "4", "--max-steps", "2",
         "--eval-langs", "de,es")
 SMOKE = [Part("smoke-search-short", "hybrid-recipe-smoke/search",
               (*SEARCH, *TINY, "--wise-weights", "1,0.5", "--models", "{model}:layers=1"), "1", model_flag="--models"),
          Part("smoke-search-frozen", "hybrid-recipe-smoke/search",
               (*SEARCH, *TINY, "--freeze-embeddings", "--models", "{model}:layers=1"), "1", model_flag="--models"),
-         Part("smoke-final", "hybrid-recipe-smoke/final",
-              (*BASE, "--eval", "xquad-r", "--split", "test", "--alphas", "0,0.5,1", "--baseline", "0.5", *TINY,
-               "--seeds", "0", "--models", "{model}:layers=1"), "3", model_flag="--models")]
+         Part("smoke-final-hybrid", "hybrid-recipe-smoke/final",
+              (*BASE, "--eval", "xquad-r", "--split", "test", "--alphas", "0.5", "--baseline", "0.5",
+               "--test-untrained", *TINY, "--seeds", "0", "--models", "{model}:layers=1"), "1", model_flag="--models"),
+         Part("smoke-final-others", "hybrid-recipe-smoke/final",
+              (*BASE, "--eval", "xquad-r", "--split", "test", "--alphas", "0,1", "--baseline", "0.5",
+               "--test-untrained", *TINY, "--seeds", "0", "--no-untrained", "--models", "{model}:layers=1"), "2",
+              model_flag="--models")]
 
 
 def recipe_name(params: dict) -> str:

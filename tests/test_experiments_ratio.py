@@ -107,6 +107,32 @@ def test_one_alpha_per_command_is_tested_against_a_baseline_finished_by_another(
     assert tested and all(r["baseline"] == "alpha 1" and 0 < r["p_value"] <= 1 for r in tested)
 
 
+def test_test_untrained_also_tests_every_trained_alpha_against_the_untrained_model(ratio_run, lareqa_home, tmp_path):
+    import shutil
+
+    from mlret_plugin.experiments.ratio import build_ratio_grid, model_spec, run_ratio_grid
+
+    out, model = tmp_path / "out", ratio_run[4]
+    shutil.copytree(ratio_run[0], out)
+    grid = build_ratio_grid("mlqa-r", "xquad-r", [model_spec(model, layers=1), model], alphas=[0, 1], max_steps=2,
+                            out=out, eval_langs=["en", "de"], seeds=[0, 1], baseline=1, batch_size=2,
+                            learning_rate=0.01, test_untrained=True)
+    run_ratio_grid(grid, progress=False)  # cached cells: the report only
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    summary = {(r["model"], r["alpha"], r["setting"]): r for r in rows
+               if r["breakdown"] == "summary" and r["measure"] == "AP"}
+    vs_untrained = [r for r in rows if r["breakdown"] == "contrast" and r["measure"] == "AP"]
+    assert {(r["model"], r["alpha"]) for r in vs_untrained} == {(m, a) for m, a, _ in summary if a is not None}
+    for r in vs_untrained:  # the difference of the seed means, tested against the untrained model
+        expected = summary[(r["model"], r["alpha"], r["setting"])]["value"] - summary[(r["model"], None, r["setting"])]["value"]
+        assert r["baseline"] == "untrained" and r["value"] == pytest.approx(expected, abs=1e-9)
+        assert r["test_delta"] == pytest.approx(expected, abs=1e-9) and 0 < r["p_value"] <= r["p_holm"] <= 1
+    assert all(r["baseline"] == "alpha 1" for r in rows if r["breakdown"] == "summary" and r["alpha"] == 0.0
+               and r["p_value"] is not None)  # the alpha baseline's tests stay
+    report = (out / "report.md").read_text()
+    assert "and each trained alpha against the untrained model" in report and "alpha 1 vs untrained" in report
+
+
 def test_sizes_are_truncations_with_their_parameter_counts(ratio_run):
     _, rows, summary, _, _ = ratio_run
     params = {r["model"]: r["params"] for r in rows}

@@ -92,6 +92,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     ra.add_argument("--candidates", choices=CANDIDATE_KINDS, default="sentence",
                     help="evaluation candidates (default sentence: matches the default training passages, and is fast)")
     ra.add_argument("--no-untrained", action="store_true", help="skip the untrained starting point per model")
+    ra.add_argument("--test-untrained", action="store_true",
+                    help="with an alpha --baseline, also test each trained alpha against the untrained model "
+                         "(its cells: this command's or another's sharing --out)")
     ra.add_argument("--only-untrained", action="store_true",
                     help="evaluate only each model's untrained starting point (one part of a grid split over commands)")
     ra.add_argument("--seeds", type=types.integers, default="0,1,2",
@@ -177,7 +180,7 @@ def run_ratio_cli(args: argparse.Namespace) -> int:
             learning_rate=args.learning_rate, include_untrained=not args.no_untrained,
             only_untrained=args.only_untrained, holdout_articles=args.holdout_articles,
             holdout_seed=args.holdout_seed, precision=args.precision, split=args.split, split_seed=args.split_seed,
-            recipe=recipe_of(args), wise_weights=args.wise_weights,
+            recipe=recipe_of(args), wise_weights=args.wise_weights, test_untrained=args.test_untrained,
         )
     except (ValueError, TypeError, FileNotFoundError) as e:
         return _fail(e)

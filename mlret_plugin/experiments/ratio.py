@@ -204,6 +204,7 @@ class RatioGrid:
     wise_weights: list[float] = field(default_factory=lambda: [1.0])  # WiSE-FT weights evaluated per training
     evaluated_part: list = field(default_factory=list, repr=False)  # articles of the evaluated split part
     part_langs: tuple = ()  # languages of the split / held-out evaluation (given eval_langs it has); () = all
+    test_untrained: bool = False  # with an alpha baseline, also test each trained alpha against the untrained model
 
     def cells(self) -> list[tuple[ModelSpec, float | None, int | None, float | None]]:
         """(model, alpha, training seed, WiSE-FT weight): one per evaluation; the weights of one training share it."""
@@ -522,6 +523,17 @@ def ratio_points(grid: RatioGrid, cells: list[dict]) -> list:
                                                   p.coord[1] is not None, p.coord[1] or 0.0))
 
 
+def untrained_contrasts(points: list) -> list[tuple[tuple, tuple]]:
+    """(trained point, its model's untrained point) for every trained point; a WiSE-FT row's untrained point is
+    its base model's starting point."""
+    pairs = []
+    for point in points:
+        if point.coord[1] is not None:
+            first = next(iter(point.cells.values()))["rows"][0]
+            pairs.append((point.coord, (first.get("base_model", first["model"]), None)))
+    return pairs
+
+
 def _write_ratio(grid: RatioGrid, cache: CellCache, cells: list, interrupted: bool = False) -> list[dict]:
     """Outputs from every finished cell that joins this grid (see the module doc)."""
     from mlret_plugin.experiments.report import add_baseline_delta, write_ratio_outputs
@@ -530,8 +542,10 @@ def _write_ratio(grid: RatioGrid, cache: CellCache, cells: list, interrupted: bo
     joined = [c for c in cache.cells() if grid.joins(c["params"])]
     if not joined:
         return []
-    rows = add_baseline_delta(summarize(ratio_points(grid, joined), grid.out,
-                                        evals=[name for name, *_ in grid.evaluations()]), grid.baseline)
+    points = ratio_points(grid, joined)
+    contrasts = untrained_contrasts(points) if grid.test_untrained and grid.baseline is not None else ()
+    rows = add_baseline_delta(summarize(points, grid.out, evals=[name for name, *_ in grid.evaluations()],
+                                        contrasts=contrasts), grid.baseline)
     header = _header(grid, joined)
     if interrupted:
         header += "\n\n" + cache.interrupted_note([grid.params(*c) for c in cells])
@@ -574,7 +588,9 @@ def _header(grid: RatioGrid, cells: list[dict]) -> str:
         + (f" ({grid.eval_collection} over {', '.join(grid._langs)})" if grid.eval_collection else "")
         + f", candidates {grid.candidates}, mAP over the full ranking",
         f"- Tests: each alpha against {'the untrained model' if grid.baseline is None else f'alpha {grid.baseline:g}'} "
-        "of the same model; Δ = alpha - baseline",
+        "of the same model" + (", and each trained alpha against the untrained model"
+                               if grid.test_untrained and grid.baseline is not None else "")
+        + "; Δ = alpha - baseline",
         "- Every finished cell in this folder with the same evaluation and training recipe is reported (commands "
         "sharing --out join here)",
         f"- Machine: {platform.machine()} {os.cpu_count()} CPU cores, torch {torch.__version__}, "
