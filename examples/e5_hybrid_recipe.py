@@ -23,6 +23,9 @@ on 2 CPU cores: measured for the parts that have run (docs/training.md), estimat
 """
 from __future__ import annotations
 
+import json
+import operator
+import os
 import sys
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
@@ -99,9 +102,6 @@ def recipe_name(params: dict) -> str:
 
 def summary(out: str) -> int:
     """The dev table of every search cell in OUT/hybrid-recipe/search (one seed each: for choosing, not testing)."""
-    import json
-    import os
-
     from mlret_plugin.atomic import atomic_write_text
     from mlret_plugin.tables import markdown_table
 
@@ -136,12 +136,73 @@ def summary(out: str) -> int:
     return 0
 
 
+# the goal for hybrid on XQuAD-R: (comparison, bound: a number or the untrained model's value)
+GOAL = {("mono", "AP"): (">=", "untrained"), ("cross", "AP"): (">", "untrained"), ("multi", "AP"): (">=", 0.60),
+        ("multi", "MaxRankDist"): ("<=", 300)}
+COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le}
+
+
+def _test(row: dict | None, sign: int = 1) -> str:
+    """A tested difference as `Δ* [CI], Holm p`; sign -1 turns "alpha - hybrid" into "hybrid - alpha"."""
+    if not row or row.get("p_value") is None:
+        return "-"
+    digits = 1 if row["measure"] == "MaxRankDist" else 4
+    low, high = sorted((sign * row["ci_low"], sign * row["ci_high"]))
+    star = "*" if row["p_holm"] < 0.05 else ""
+    return f"{sign * row['test_delta']:+.{digits}f}{star} [{low:+.{digits}f}, {high:+.{digits}f}], {row['p_holm']:.2g}"
+
+
+def final(out: str) -> int:
+    """The final grid's table from OUT/hybrid-recipe/final/results.jsonl: each alpha (mean ± std over seeds),
+    hybrid against X-Y, X-X and the untrained model (paired tests, Holm across the report), and the goal."""
+    from mlret_plugin.tables import markdown_table
+
+    path = os.path.join(out, "hybrid-recipe", "final", "results.jsonl")
+    rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
+    at = {(r["eval"], r["setting"], r["measure"], r["alpha"], r["breakdown"]): r for r in rows
+          if r["breakdown"] in ("summary", "contrast") and (r["setting"], r["measure"]) in GOAL}
+
+    def value(r):
+        if not r:
+            return "-"
+        digits = 1 if r["measure"] == "MaxRankDist" else 4
+        return f"{r['value']:.{digits}f}" + (f" ± {r['std']:.{digits}f} ({r['n_seeds']})" if r["alpha"] is not None else "")
+
+    body = []
+    for eval_name in dict.fromkeys(r["eval"] for r in rows):
+        for setting, measure in GOAL:
+            get = {a: at.get((eval_name, setting, measure, a, "summary")) for a in (None, 0.0, 0.5, 1.0)}
+            hybrid, untrained = get[0.5], get[None]
+            if not any(get.values()):
+                continue
+            goal = "-"
+            if eval_name == "xquad-r" and hybrid and untrained:
+                sign, bound = GOAL[(setting, measure)]
+                limit = untrained["value"] if bound == "untrained" else bound
+                goal = f"{sign} {bound:g}" if bound != "untrained" else f"{sign} untrained"
+                goal += f": {'yes' if COMPARE[sign](hybrid['value'], limit) else 'no'}"
+            body.append([eval_name, setting, measure, value(untrained), value(get[0.0]), value(hybrid), value(get[1.0]),
+                         _test(get[0.0], -1), _test(get[1.0], -1),
+                         _test(at.get((eval_name, setting, measure, 0.5, "contrast"))), goal])
+    table = markdown_table(["eval", "setting", "measure", "untrained", "X-Y (alpha 0)", "hybrid (0.5)", "X-X (1)",
+                            "hybrid - X-Y [95% CI], Holm p", "hybrid - X-X [95% CI], Holm p",
+                            "hybrid - untrained [95% CI], Holm p", "goal (hybrid, XQuAD-R)"], body)
+    print(f"# Final grid: the chosen recipe, zero-shot on XQuAD-R and on MLQA-R test\n\n{table}\n\n"
+          "Values: mean ± std over training seeds (count). Δ: paired sign-flip test over source questions on each "
+          "query's value averaged over the seeds both sides share; `*` = Holm p < 0.05 across the report's tests.")
+    return 0
+
+
 if __name__ == "__main__":
     argv = sys.argv[1:]
     if "--summary" in argv:
         argv.remove("--summary")
         out = argv[argv.index("--out") + 1] if "--out" in argv else "mlret-out/e5"
         sys.exit(summary(out))
+    if "--final" in argv:
+        argv.remove("--final")
+        out = argv[argv.index("--out") + 1] if "--out" in argv else "mlret-out/e5"
+        sys.exit(final(out))
     if "--smoke" in argv:
         argv.remove("--smoke")
         sys.exit(run_parts(SMOKE, __doc__.splitlines()[0], argv + (["--all"] if "--list" not in argv else [])))

@@ -97,3 +97,30 @@ def test_the_recipe_summary_chooses_the_recipe_with_the_largest_worst_delta(tmp_
     text = (folder / "summary.md").read_text()
     assert "Chosen: **batch 64, 100 steps, lr 2e-05, WiSE 0.5**" in text
     assert "| -0.0200 |" in text  # the cached-mnrl recipe's worst Δ (Mono)
+
+
+def test_the_final_table_turns_alpha_tests_into_hybrid_differences_and_checks_the_goal(tmp_path, capsys):
+    import json
+
+    module = _load("e5_hybrid_recipe")
+    folder = tmp_path / "hybrid-recipe" / "final"
+    folder.mkdir(parents=True)
+
+    def row(alpha, setting, measure, value, breakdown="summary", test=None):
+        r = {"eval": "xquad-r", "alpha": alpha, "setting": setting, "measure": measure, "value": value,
+             "breakdown": breakdown, "std": 0.01, "n_seeds": 3, "p_value": None}
+        if test:  # (Δ of the row's system minus its baseline, CI low, CI high, Holm p)
+            r.update(zip(("test_delta", "ci_low", "ci_high", "p_holm"), test), p_value=test[3])
+        return r
+
+    rows = [row(None, "mono", "AP", .80), row(0.5, "mono", "AP", .81), row(1.0, "mono", "AP", .82, test=(.01, .005, .015, .01)),
+            row(0.5, "mono", "AP", .01, "contrast", (.01, .004, .016, .02)),
+            row(None, "multi", "AP", .30), row(0.5, "multi", "AP", .55), row(0.0, "multi", "AP", .58, test=(.03, .02, .04, .001))]
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert module.final(str(tmp_path)) == 0
+    lines = {line.split(" | ")[1]: line for line in capsys.readouterr().out.splitlines() if line.startswith("| xquad-r")}
+    assert set(lines) == {"mono", "multi"}  # a measure no alpha has is left out
+    # hybrid - X-X = -(X-X - hybrid), CI flipped; hybrid - untrained from the contrast row; the goal judged
+    assert "-0.0100* [-0.0150, -0.0050], 0.01" in lines["mono"] and "+0.0100* [+0.0040, +0.0160], 0.02" in lines["mono"]
+    assert lines["mono"].endswith(">= untrained: yes |")
+    assert "-0.0300* [-0.0400, -0.0200], 0.001" in lines["multi"] and lines["multi"].endswith(">= 0.6: no |")
