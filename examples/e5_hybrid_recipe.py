@@ -166,7 +166,10 @@ def final(out: str) -> int:
         if not r:
             return "-"
         digits = 1 if r["measure"] == "MaxRankDist" else 4
-        return f"{r['value']:.{digits}f}" + (f" ± {r['std']:.{digits}f} ({r['n_seeds']})" if r["alpha"] is not None else "")
+        if r["alpha"] is None:
+            return f"{r['value']:.{digits}f}"
+        spread = f" ± {r['std']:.{digits}f}" if r["n_seeds"] > 1 else ""  # one seed has no spread to show
+        return f"{r['value']:.{digits}f}{spread} ({r['n_seeds']})"
 
     body = []
     for eval_name in dict.fromkeys(r["eval"] for r in rows):
