@@ -152,12 +152,15 @@ def _test(row: dict | None, sign: int = 1) -> str:
     return f"{sign * row['test_delta']:+.{digits}f}{star} [{low:+.{digits}f}, {high:+.{digits}f}], {row['p_holm']:.2g}"
 
 
-def final(out: str) -> int:
+def final(out: str, folder: str = "hybrid-recipe") -> int:
     """The final grid's table from OUT/hybrid-recipe/final/results.jsonl: each alpha (mean ± std over seeds),
     hybrid against X-Y, X-X and the untrained model (paired tests, Holm across the report), and the goal."""
     from mlret_plugin.tables import markdown_table
 
-    path = os.path.join(out, "hybrid-recipe", "final", "results.jsonl")
+    path = os.path.join(out, folder, "final", "results.jsonl")
+    if not os.path.exists(path):
+        print(f"{path}: no final results yet; run the final-* parts (or --smoke) with --out {out} first", file=sys.stderr)
+        return 2
     rows = [json.loads(line) for line in open(path, encoding="utf-8") if line.strip()]
     at = {(r["eval"], r["setting"], r["measure"], r["alpha"], r["breakdown"]): r for r in rows
           if r["breakdown"] in ("summary", "contrast") and (r["setting"], r["measure"]) in GOAL}
@@ -205,7 +208,7 @@ if __name__ == "__main__":
     if "--final" in argv:
         argv.remove("--final")
         out = argv[argv.index("--out") + 1] if "--out" in argv else "mlret-out/e5"
-        sys.exit(final(out))
+        sys.exit(final(out, "hybrid-recipe-smoke" if "--smoke" in argv else "hybrid-recipe"))
     if "--smoke" in argv:
         argv.remove("--smoke")
         sys.exit(run_parts(SMOKE, __doc__.splitlines()[0], argv + (["--all"] if "--list" not in argv else [])))
