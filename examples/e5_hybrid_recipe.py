@@ -67,7 +67,7 @@ PARTS += [Part("final-untrained", "hybrid-recipe/final",
                model_flag="--models")]
 PARTS += [Part(f"final-a{alpha}-s{seed}", "hybrid-recipe/final",
                (*FINAL_COMMON, "--alphas", alpha, "--seeds", str(seed), "--no-untrained", "--models", "{model}"),
-               "20", model_flag="--models")
+               "23", model_flag="--models")
           for alpha in ("0", "0.5", "1") for seed in (0, 1, 2)]
 
 # The whole pipeline on a tiny budget: the first layer of the model, 2 steps of 8 pairs, a search on dev (two
