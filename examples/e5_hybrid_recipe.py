@@ -28,10 +28,11 @@ import operator
 import os
 import sys
 
-sys.path.insert(0, __import__("os").path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(__file__))
 
 from e5_parts import Part, run_parts  # noqa: E402
 
+from mlret_plugin.evaluation.paired import mark  # noqa: E402
 from mlret_plugin.training.recipe import HYBRID_RECIPE, recipe_flags  # noqa: E402
 
 BASE = ("ratio", "--train", "mlqa-r", "--candidates", "sentence", "--precision", "bf16", "--bf16")
@@ -148,8 +149,7 @@ def _test(row: dict | None, sign: int = 1) -> str:
         return "-"
     digits = 1 if row["measure"] == "MaxRankDist" else 4
     low, high = sorted((sign * row["ci_low"], sign * row["ci_high"]))
-    star = "*" if row["p_holm"] < 0.05 else ""
-    return f"{sign * row['test_delta']:+.{digits}f}{star} [{low:+.{digits}f}, {high:+.{digits}f}], {row['p_holm']:.2g}"
+    return f"{sign * row['test_delta']:+.{digits}f}{mark(row)} [{low:+.{digits}f}, {high:+.{digits}f}], {row['p_holm']:.2g}"
 
 
 def final(out: str, folder: str = "hybrid-recipe") -> int:
