@@ -416,8 +416,11 @@ def build_ratio_grid(train: str, eval_collection: str | None, models: Sequence[M
                              f"evaluated too; expected some of {list(own)}")
     if not grid.evaluations():
         raise ValueError("nothing to evaluate: give eval_collection, split or holdout_articles")
-    finished = {c["params"].get("alpha") for c in CellCache(grid.out / "cells.jsonl").cells() if grid.joins(c["params"])}
-    grid.baseline = check_baseline(baseline, grid.alphas, grid.include_untrained, sorted(finished - {None}))
+    finished = []  # alphas finished in --out by another command: read only when the baseline is not in this grid
+    if baseline not in (None, "untrained") and _is_number(str(baseline)) and float(baseline) not in grid.alphas:
+        cells = CellCache(grid.out / "cells.jsonl").cells()
+        finished = sorted({c["params"].get("alpha") for c in cells if grid.joins(c["params"])} - {None})
+    grid.baseline = check_baseline(baseline, grid.alphas, grid.include_untrained, finished)
     from mlret_plugin.experiments.finetune import check_batches, load_train_data
 
     grid.train_data = load_train_data(grid.train, passage_field=grid.passage_field,
@@ -504,6 +507,12 @@ def _run_training(grid: RatioGrid, spec: ModelSpec, alpha: float | None, seed: i
         bar.update(1)
 
 
+def untrained_coord(row: dict) -> tuple:
+    """The grid point of a row's untrained model: a WiSE-FT row's is its base model's starting point (an
+    untrained model has no WiSE weight)."""
+    return (row.get("base_model", row["model"]), None)
+
+
 def ratio_points(grid: RatioGrid, cells: list[dict]) -> list:
     """Grid points (model, alpha) of the finished cells, each with its seeds; each model's alphas are tested
     against its ``grid.baseline`` alpha (the baseline itself is not)."""
@@ -513,8 +522,7 @@ def ratio_points(grid: RatioGrid, cells: list[dict]) -> list:
     for cell in cells:
         first = cell["rows"][0]
         coord = (first["model"], first["alpha"])
-        # the untrained baseline of a WiSE-FT row is its model's starting point (it has no WiSE weight)
-        base = (first.get("base_model", first["model"]) if grid.baseline is None else first["model"], grid.baseline)
+        base = untrained_coord(first) if grid.baseline is None else (first["model"], grid.baseline)
         label = "untrained" if first["alpha"] is None else f"alpha {first['alpha']:g}"
         point = points.setdefault(coord, Point(coord, label, {}, None if base == coord else base))
         point.cells[cell["params"]["seed"]] = cell
@@ -524,14 +532,9 @@ def ratio_points(grid: RatioGrid, cells: list[dict]) -> list:
 
 
 def untrained_contrasts(points: list) -> list[tuple[tuple, tuple]]:
-    """(trained point, its model's untrained point) for every trained point; a WiSE-FT row's untrained point is
-    its base model's starting point."""
-    pairs = []
-    for point in points:
-        if point.coord[1] is not None:
-            first = next(iter(point.cells.values()))["rows"][0]
-            pairs.append((point.coord, (first.get("base_model", first["model"]), None)))
-    return pairs
+    """(trained point, its model's untrained point: ``untrained_coord``) for every trained point."""
+    return [(point.coord, untrained_coord(next(iter(point.cells.values()))["rows"][0]))
+            for point in points if point.coord[1] is not None]
 
 
 def _write_ratio(grid: RatioGrid, cache: CellCache, cells: list, interrupted: bool = False) -> list[dict]:
