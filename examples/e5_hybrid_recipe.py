@@ -20,6 +20,11 @@ on 2 CPU cores: measured for the parts that have run (docs/training.md), estimat
     python examples/e5_hybrid_recipe.py --part search-untrained --part search-b64
     python examples/e5_hybrid_recipe.py --summary        # the dev table of every search part run so far
     python examples/e5_hybrid_recipe.py --smoke          # the whole pipeline on a tiny budget (< 5 minutes)
+    python examples/e5_hybrid_recipe.py --final          # the final grid's table
+
+The final grid takes longer than one machine may live, so its finished cells are kept in the repository
+(``docs/results/hybrid-recipe-final``, ``experiments.archive``): ``--restore`` puts them into OUT before more
+final parts run, ``--archive`` adds the new ones after.
 """
 from __future__ import annotations
 
@@ -199,12 +204,33 @@ def final(out: str, folder: str = "hybrid-recipe") -> int:
     return 0
 
 
+ARCHIVE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "docs", "results",
+                       "hybrid-recipe-final")
+
+
+def keep(out: str, restore: bool, archive: str = ARCHIVE) -> int:
+    """``--restore``: the archived final cells into OUT/hybrid-recipe/final (the next final part, e.g.
+    ``--part final-untrained``, then reports every seed); ``--archive``: OUT's new final cells into the archive."""
+    from mlret_plugin.experiments.archive import archive_cells, restore_cells
+
+    folder = os.path.join(out, "hybrid-recipe", "final")
+    archive = os.path.normpath(archive)
+    if restore:
+        print(f"restored {len(restore_cells(archive, folder))} cell(s) from {archive} into {folder}")
+    else:
+        print(f"archived {len(archive_cells(folder, archive))} new cell(s) from {folder} into {archive}")
+    return 0
+
+
 if __name__ == "__main__":
     argv = sys.argv[1:]
     if "--summary" in argv:
         argv.remove("--summary")
         out = argv[argv.index("--out") + 1] if "--out" in argv else "mlret-out/e5"
         sys.exit(summary(out))
+    if "--archive" in argv or "--restore" in argv:
+        out = argv[argv.index("--out") + 1] if "--out" in argv else "mlret-out/e5"
+        sys.exit(keep(out, restore="--restore" in argv))
     if "--final" in argv:
         argv.remove("--final")
         out = argv[argv.index("--out") + 1] if "--out" in argv else "mlret-out/e5"

@@ -124,3 +124,19 @@ def test_the_final_table_turns_alpha_tests_into_hybrid_differences_and_checks_th
     assert "-0.0100* [-0.0150, -0.0050], 0.01" in lines["mono"] and "+0.0100* [+0.0040, +0.0160], 0.02" in lines["mono"]
     assert lines["mono"].endswith(">= untrained: yes |")
     assert "-0.0300* [-0.0400, -0.0200], 0.001" in lines["multi"] and lines["multi"].endswith(">= 0.6: no |")
+
+
+def test_the_final_grid_is_archived_and_restored_through_the_example(tmp_path, capsys):
+    from mlret_plugin.experiments.cache import CellCache, cell_key
+    from mlret_plugin.experiments.significance import save_per_query
+
+    module = _load("e5_hybrid_recipe")
+    folder = tmp_path / "run" / "hybrid-recipe" / "final"
+    params = {"experiment": "ratio", "alpha": 0.5, "seed": 2}
+    save_per_query(folder, cell_key(params), [{"setting": "mono", "measure": "AP", "values": {"q": 0.5}}])
+    CellCache(folder / "cells.jsonl").put(params, [{"value": 0.5}])
+    archive = tmp_path / "archive"
+    assert module.keep(str(tmp_path / "run"), restore=False, archive=str(archive)) == 0
+    assert module.keep(str(tmp_path / "next"), restore=True, archive=str(archive)) == 0
+    assert "restored 1 cell(s)" in capsys.readouterr().out
+    assert CellCache(tmp_path / "next" / "hybrid-recipe" / "final" / "cells.jsonl").get(params)["rows"] == [{"value": 0.5}]
