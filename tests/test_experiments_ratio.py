@@ -163,6 +163,33 @@ def test_a_rerun_of_the_command_reuses_every_cell(ratio_run, lareqa_home, monkey
     assert _cli(model, out) == 0  # the command line builds the same cells: every one is cached
 
 
+def test_the_report_names_every_machine_its_cells_ran_on(ratio_run, lareqa_home, monkeypatch, tmp_path):
+    import shutil
+
+    from mlret_plugin.encoding.backends import describe_machine
+
+    out, _, _, _, model = ratio_run
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    cells = [json.loads(line) for line in (copy / "cells.jsonl").read_text().splitlines()]
+    assert {c["info"]["machine"] for c in cells} == {describe_machine()}  # each cell records where it ran
+    cells[0]["info"]["machine"] = "another box (bf16 hardware: AMX)"  # as if restored from an archive
+    (copy / "cells.jsonl").write_text("".join(json.dumps(c) + "\n" for c in cells))
+    monkeypatch.setattr("mlret_plugin.evaluation.lareqa.run_lareqa", None)  # every cell is cached: nothing runs
+    assert _cli(model, copy) == 0
+    machine_line = next(line for line in (copy / "report.md").read_text().splitlines() if line.startswith("- Machine"))
+    assert describe_machine() in machine_line and "cells also from: another box (bf16 hardware: AMX)" in machine_line
+
+
+def test_describe_machine_names_the_bf16_hardware(monkeypatch):
+    from mlret_plugin.encoding import backends
+
+    monkeypatch.setattr(backends, "cpu_flags", lambda: {"avx512f", "avx512_bf16", "amx_bf16"})
+    assert "(bf16 hardware: AMX, AVX512_BF16)" in backends.describe_machine()
+    monkeypatch.setattr(backends, "cpu_flags", lambda: {"avx2"})
+    assert "(bf16 hardware: none)" in backends.describe_machine()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--alphas", "0,1.5"], "in [0, 1]"),
     (["--max-steps", "0"], "max_steps 0"),

@@ -84,6 +84,21 @@ def cpu_has_bf16() -> bool:
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
+def describe_machine() -> str:
+    """One line for reports and cell records: architecture, cores, the CPU's bf16 hardware (AMX and
+    AVX512_BF16 round bf16 matmuls differently, so a cell's numbers can move in the 4th digit between them;
+    AMX is also much faster), torch, GPU."""
+    import os
+    import platform
+
+    import torch
+
+    flags = cpu_flags()
+    isa = [name for flag, name in (("amx_bf16", "AMX"), ("avx512_bf16", "AVX512_BF16")) if flag in flags]
+    return (f"{platform.machine()} {os.cpu_count()} CPU cores (bf16 hardware: {', '.join(isa) or 'none'}), "
+            f"torch {torch.__version__}, {'CUDA' if torch.cuda.is_available() else 'no GPU'}")
+
+
 def check_backend(backend: str, precision: str, device: str = "cpu") -> None:
     """A clear error for a backend / precision that cannot run here, before any model work."""
     if backend not in BACKENDS:

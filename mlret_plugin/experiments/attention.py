@@ -25,7 +25,6 @@ and every two non-dense variants there against each other (block-sparse vs local
 from __future__ import annotations
 
 import logging
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -389,9 +388,7 @@ def _write_attention(grid: AttentionGrid, cache: CellCache, cells: list, interru
 
 
 def _header(grid: AttentionGrid, cells: list[dict]) -> str:
-    import platform
-
-    import torch
+    from mlret_plugin.encoding.backends import describe_machine
 
     seconds = sum(c["info"].get("seconds", 0.0) for c in cells)
     # a variant's fine-tune is recorded in each of its cells; count it once per (variant, seed)
@@ -423,12 +420,11 @@ def _header(grid: AttentionGrid, cells: list[dict]) -> str:
         f"- Candidates: {grid.candidates}; noise levels {levels}"
         f" (distractors: same language, or every language where marked mixed; data seed {grid.seed}); achieved: "
         f"{noise_note or '-'}",
-        f"- Pools (English first, seeded order, nested): " + "; ".join(f"{k}: {v}" for k, v in pools.items()),
+        "- Pools (English first, seeded order, nested): " + "; ".join(f"{k}: {v}" for k, v in pools.items()),
         f"- Variants: {', '.join(variants)} (attention backend {grid.backend}, precision {grid.precision}); every "
         "finished cell in this folder with the same "
         "model, collection, candidates, length and fine-tune recipe is reported (commands sharing --out join here)",
-        f"- Machine: {platform.machine()} {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-        f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}; cell compute time {(seconds + train_seconds) / 60:.1f} min"
+        f"- Machine: {describe_machine()}; cell compute time {(seconds + train_seconds) / 60:.1f} min"
         + (f" (fine-tuning {train_seconds / 60:.1f} min)" if train_seconds else ""),
         "- Δ = variant - dense at the same noise, distractors and pool (AP, R@k: negative is a loss; MaxRankDist: "
         "positive is a loss).",

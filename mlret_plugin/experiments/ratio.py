@@ -33,7 +33,6 @@ recipe, whatever its model, alpha or seed, so a long grid runs as several comman
 """
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -462,9 +461,10 @@ def _run_training(grid: RatioGrid, spec: ModelSpec, alpha: float | None, seed: i
     from mlret_plugin.evaluation.dense import DenseRetriever
     from mlret_plugin.evaluation.lareqa import run_lareqa
     from mlret_plugin.experiments.finetune import finetune
-    from mlret_plugin.encoding.backends import remove_autocast
+    from mlret_plugin.encoding.backends import describe_machine, remove_autocast
     from mlret_plugin.training.wise import interpolate, snapshot
 
+    machine = describe_machine()
     bar.set_postfix_str(f"{spec.label} alpha={'untrained' if alpha is None else alpha}"
                         + ("" if alpha is None else f" seed={seed}"))
     model, n_params, total_layers = load_sized(spec)
@@ -501,7 +501,8 @@ def _run_training(grid: RatioGrid, spec: ModelSpec, alpha: float | None, seed: i
                                query_groups=groups, per_query_sink=sink)
             rows += [{**r, **extra, "eval": eval_name} for r in found]
             records += [{**r, "eval": eval_name} for r in sink]
-        info = {"train_seconds": train_seconds, "eval_seconds": time.perf_counter() - begin, **train_info}
+        info = {"train_seconds": train_seconds, "eval_seconds": time.perf_counter() - begin, **train_info,
+                "machine": machine}
         save_per_query(grid.out, cell_key(params), records)  # before the cell counts as finished
         cache.put(params, rows, info)
         bar.update(1)
@@ -557,10 +558,11 @@ def _write_ratio(grid: RatioGrid, cache: CellCache, cells: list, interrupted: bo
 
 
 def _header(grid: RatioGrid, cells: list[dict]) -> str:
-    import platform
+    from mlret_plugin.encoding.backends import describe_machine
 
-    import torch
-
+    here = describe_machine()
+    # a grid sharing --out can grow over several machines (experiments.archive); bf16 numbers depend on the CPU
+    machines = sorted({c["info"].get("machine", "not recorded") for c in cells} - {here})
     minutes = sum(c["info"].get("train_seconds", 0) + c["info"].get("eval_seconds", 0) for c in cells) / 60
     seeds = sorted({c["params"]["seed"] for c in cells if c["params"]["seed"] is not None})
     models = list(dict.fromkeys(c["rows"][0]["model"] for c in cells))
@@ -596,8 +598,8 @@ def _header(grid: RatioGrid, cells: list[dict]) -> str:
         + "; Δ = alpha - baseline",
         "- Every finished cell in this folder with the same evaluation and training recipe is reported (commands "
         "sharing --out join here)",
-        f"- Machine: {platform.machine()} {os.cpu_count()} CPU cores, torch {torch.__version__}, "
-        f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}; compute time {minutes:.1f} min",
+        f"- Machine: {here}; compute time {minutes:.1f} min"
+        + (f"; cells also from: {'; '.join(machines)}" if machines else ""),
     ])
 
 
