@@ -85,9 +85,9 @@ def cpu_has_bf16() -> bool:
 
 
 def describe_machine() -> str:
-    """One line for reports and cell records: architecture, cores, the CPU's bf16 hardware (AMX and
-    AVX512_BF16 round bf16 matmuls differently, so a cell's numbers can move in the 4th digit between them;
-    AMX is also much faster), torch, GPU."""
+    """One line for reports and cell records: architecture, cores, the CPU's bf16 hardware, torch, GPU. bf16
+    kernels differ between CPUs (AMX or AVX512_BF16), so a bf16 cell's numbers and speed can differ between
+    machines; a grid grown over several machines says which."""
     import os
     import platform
 
