@@ -73,7 +73,7 @@ PARTS += [Part("final-untrained", "hybrid-recipe/final",
                model_flag="--models")]
 PARTS += [Part(f"final-a{alpha}-s{seed}", "hybrid-recipe/final",
                (*FINAL_COMMON, "--alphas", alpha, "--seeds", str(seed), "--no-untrained", "--models", "{model}"),
-               "23-36", model_flag="--models")  # 20-23 on the first machine, 36 on a slower one (docs/training.md)
+               "23-38", model_flag="--models")  # 20-23 on the first machine, 36-38 on a slower one (docs/training.md)
           for alpha in ("0", "0.5", "1") for seed in (0, 1, 2)]
 
 # The whole pipeline on a tiny budget: the first layer of the model, 2 steps of 8 pairs, a search on dev (two
