@@ -5,8 +5,8 @@ A grid's output folder holds ``cells.jsonl`` (one line per finished cell) and ``
 time: ``archive_cells`` copies each finished cell into a folder that outlives the machine (for instance one
 under version control), two xz files per cell that never change once written:
 
-- ``{key}.cell.json.xz``: the cell's line of ``cells.jsonl`` (parameters, result rows, timings);
-- ``{key}.per_query.jsonl.xz``: its per-query values (xz is about 2.5x smaller than their gzip here).
+- ``{key}.cell.json.xz``: the cell's line of ``cells.jsonl`` (parameters, result rows, timings, machine);
+- ``{key}.per_query.jsonl.xz``: its per-query values (xz: 0.47 MB for the 1.1 MB gzip of an XQuAD-R + MLQA-R cell).
 
 ``restore_cells`` puts the archived cells back into an output folder that lacks them (per-query file first,
 then the cell line, as a grid writes them), so the next command sharing that ``--out`` reuses them and its
