@@ -139,7 +139,9 @@ def test_training_steps_lower_the_loss_and_freeze_the_text_layers(rows, tmp_path
     fixed = [r for r in rows if r["lang"] == "en"][:8]
     before = _batch_loss(model, fixed)
     train_hybrid(model, image_parallel_dataset(rows), tmp_path / "run", alpha=0.5, batch_size=6, max_steps=30,
-                 learning_rate=1e-2, warmup_ratio=0.0, save_steps=100, show_progress=False)
+                 learning_rate=3e-3, warmup_ratio=0.0, save_steps=100, show_progress=False)
+    # lr 1e-2 oscillated: over 8 hash seeds its drop ranged 0.56-1.45 and one CI run dropped only 0.07; at
+    # 3e-3 it ranged 1.32-1.85
     after = _batch_loss(model, fixed)
     assert after < before - 0.1, (before, after)
     assert torch.equal(hf.encoder.layer[0].attention.self.query.weight, frozen)
