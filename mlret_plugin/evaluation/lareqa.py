@@ -201,12 +201,16 @@ def run_lareqa(
     return result
 
 
+def per_query_jsonl(records: Iterable[dict]) -> bytes:
+    """Per-query records as compact UTF-8 JSONL, the one encoding of every per-query file (gzip or xz)."""
+    return "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records).encode("utf-8")
+
+
 def write_per_query(records: Iterable[dict], path: str | Path) -> Path:
     """Per-query records as gzip JSONL, written to a temporary file and renamed (never half-written)."""
     path = Path(path)
     with atomic_open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
-        for record in records:
-            f.write((json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8"))
+        f.write(per_query_jsonl(records))
     return path
 
 

@@ -21,7 +21,7 @@ import lzma
 from pathlib import Path
 
 from mlret_plugin.atomic import atomic_open
-from mlret_plugin.evaluation.lareqa import read_per_query, write_per_query
+from mlret_plugin.evaluation.lareqa import per_query_jsonl, read_per_query, write_per_query
 from mlret_plugin.experiments.cache import CellCache, cell_key
 from mlret_plugin.experiments.significance import per_query_path
 
@@ -42,8 +42,7 @@ def archive_cells(out: str | Path, archive: str | Path) -> list[str]:
             continue
         records = read_per_query(per_query_path(out, key))  # names the missing file
         with atomic_open(archive / f"{key}{PER_QUERY_SUFFIX}", "wb") as f:
-            f.write(lzma.compress("".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n"
-                                          for r in records).encode("utf-8"), preset=9))
+            f.write(lzma.compress(per_query_jsonl(records), preset=9))
         with atomic_open(archive / f"{key}{CELL_SUFFIX}", "wb") as f:  # last: a cell file means both are whole
             f.write(lzma.compress(json.dumps(cell, ensure_ascii=False, default=str).encode("utf-8"), preset=9))
         added.append(key)
